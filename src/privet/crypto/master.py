@@ -1,0 +1,150 @@
+"""Master keys: what wraps the keyring's data keys. Never stored; derived or fetched each time.
+
+Three sources:
+- ``passphrase``: scrypt over a passphrase (``PRIVET_PASSPHRASE`` or a prompt), salt and cost in the store;
+- ``env``: 32 random bytes, base64, in ``PRIVET_MASTER_KEY`` (what a secret manager injects);
+- ``kms``: a plug-in object with ``wrap(plaintext, context) -> bytes`` and ``unwrap(blob, context) -> bytes``
+  (a cloud KMS or an HSM), named ``module:attribute`` in the ``kms_plugin`` setting.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from privet.errors import ConfigError, MasterKeyError
+
+_NONCE = 12
+SCRYPT_DEFAULT = {"n": 2**17, "r": 8, "p": 1}  # 128 MiB, about 0.3 s: OWASP's scrypt recommendation
+
+
+@runtime_checkable
+class KmsPlugin(Protocol):
+    """What a KMS plug-in provides. ``context`` must be bound to the ciphertext (AAD) by the KMS."""
+
+    def wrap(self, plaintext: bytes, context: bytes) -> bytes: ...
+
+    def unwrap(self, blob: bytes, context: bytes) -> bytes: ...
+
+
+class MasterKey(Protocol):
+    """Wraps and unwraps small secrets (data keys) with authenticated context."""
+
+    source: str
+
+    def wrap(self, plaintext: bytes, context: bytes) -> bytes: ...
+
+    def unwrap(self, blob: bytes, context: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True, repr=False)
+class LocalMasterKey:
+    """A 256-bit key held in memory; wraps with AES-256-GCM and a random nonce."""
+
+    key: bytes
+    source: str
+
+    def __post_init__(self) -> None:
+        if len(self.key) != 32:
+            raise MasterKeyError(
+                "the master key must be 32 bytes", "Generate one with 'privet keys init --print-master-key'."
+            )
+
+    def __repr__(self) -> str:
+        return f"LocalMasterKey(source={self.source!r}, key=<secret>)"
+
+    def wrap(self, plaintext: bytes, context: bytes) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return nonce + AESGCM(self.key).encrypt(nonce, plaintext, context)
+
+    def unwrap(self, blob: bytes, context: bytes) -> bytes:
+        try:
+            return AESGCM(self.key).decrypt(blob[:_NONCE], blob[_NONCE:], context)
+        except (InvalidTag, ValueError):
+            raise MasterKeyError("the master key does not open this keyring") from None
+
+
+@dataclass(frozen=True)
+class KmsMasterKey:
+    """Delegates wrapping to a KMS plug-in; the key never leaves the KMS."""
+
+    plugin: KmsPlugin
+    source: str = "kms"
+
+    def wrap(self, plaintext: bytes, context: bytes) -> bytes:
+        return self.plugin.wrap(plaintext, context)
+
+    def unwrap(self, blob: bytes, context: bytes) -> bytes:
+        try:
+            return self.plugin.unwrap(blob, context)
+        except MasterKeyError:
+            raise
+        except Exception as exc:  # a plug-in's own errors must not leak key material or tracebacks
+            raise MasterKeyError(f"the KMS plug-in refused to unwrap ({type(exc).__name__})") from None
+
+
+def from_passphrase(passphrase: str, kdf: dict) -> LocalMasterKey:
+    """Derive the master key from a passphrase with the stored scrypt salt and cost."""
+    if not passphrase:
+        raise MasterKeyError("the passphrase is empty")
+    try:
+        salt = base64.b64decode(kdf["salt"])
+        scrypt = Scrypt(salt=salt, length=32, n=int(kdf["n"]), r=int(kdf["r"]), p=int(kdf["p"]))
+    except (KeyError, ValueError, TypeError, binascii.Error):
+        raise MasterKeyError(
+            "the keyring's scrypt parameters are damaged", "Restore the database from a backup."
+        ) from None
+    return LocalMasterKey(scrypt.derive(passphrase.encode("utf-8")), "passphrase")
+
+
+def new_kdf_params(n: int | None = None) -> dict:
+    """Fresh scrypt parameters with a random salt."""
+    params = dict(SCRYPT_DEFAULT)
+    if n is not None:
+        params["n"] = n
+    return {"alg": "scrypt", "salt": base64.b64encode(os.urandom(16)).decode(), **params}
+
+
+def from_env_value(value: str) -> LocalMasterKey:
+    """Parse ``PRIVET_MASTER_KEY``: base64 (standard or URL-safe) of exactly 32 bytes."""
+    try:
+        key = base64.b64decode(value.strip().replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raise MasterKeyError(
+            "PRIVET_MASTER_KEY is not valid base64",
+            "Set it to the base64 of 32 random bytes ('openssl rand -base64 32').",
+        ) from None
+    if len(key) != 32:
+        raise MasterKeyError(
+            f"PRIVET_MASTER_KEY decodes to {len(key)} bytes, not 32",
+            "Set it to the base64 of 32 random bytes ('openssl rand -base64 32').",
+        )
+    return LocalMasterKey(key, "env")
+
+
+def new_env_value() -> str:
+    """A fresh random master key in the form PRIVET_MASTER_KEY expects."""
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def load_kms_plugin(spec: str) -> KmsMasterKey:
+    """Import ``module:attribute``; a class is instantiated with no arguments."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(f"kms_plugin {spec!r} is not of the form 'module:attribute'")
+    try:
+        target = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError):
+        raise ConfigError(f"kms_plugin {spec!r} cannot be imported", "Install the plug-in's package.") from None
+    plugin = target() if isinstance(target, type) else target
+    if not isinstance(plugin, KmsPlugin):
+        raise ConfigError(f"kms_plugin {spec!r} has no wrap() and unwrap() methods")
+    return KmsMasterKey(plugin)

@@ -1,0 +1,121 @@
+"""Connection, migrations and transactions."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from privet.errors import StoreError
+from privet.log import get_logger
+
+HEAD_REVISION = "0001"
+_MIGRATIONS = Path(__file__).with_name("migrations")
+_log = get_logger(__name__)
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    # WAL lets readers run beside one writer; busy_timeout makes writers queue instead of failing;
+    # secure_delete overwrites freed pages so a deleted key's wrapped bytes do not linger in the file.
+    for pragma in ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON", "secure_delete=ON"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _safe_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
+
+
+class Store:
+    """A database holding privet's state. Open it with :meth:`open`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Store:
+        """Connect to ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``) and migrate to head."""
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise StoreError(
+                "the database URL cannot be parsed", "Use sqlite:///PATH or postgresql+psycopg://HOST/DB."
+            ) from None
+        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+            raise StoreError(
+                f"database backend {parsed.get_backend_name()!r} is not supported",
+                "Use sqlite:///PATH or postgresql+psycopg://HOST/DB.",
+            )
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        engine = create_engine(parsed, pool_pre_ping=True)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine)
+        if migrate:
+            store.migrate()
+        return store
+
+    def revision(self) -> str | None:
+        """The schema revision the database is at, or None for an empty database."""
+        try:
+            with self.engine.connect() as conn:
+                if not self.engine.dialect.has_table(conn, "alembic_version"):
+                    return None
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except OperationalError as exc:
+            raise StoreError(
+                f"cannot connect to {_safe_url(str(self.engine.url))} ({type(exc.orig).__name__})"
+            ) from None
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision; a no-op when it is there already."""
+        if self.revision() == HEAD_REVISION:
+            return
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS))
+        try:
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    # Two processes opening a fresh database at once must not both create the tables.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7262163)"))
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+        except SQLAlchemyError as exc:
+            raise StoreError(f"migrating the database failed ({type(exc).__name__})") from None
+        _log.info("store migrated to revision %s", HEAD_REVISION)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session that commits when the block ends and rolls back if it raises."""
+        session = self._sessions()
+        try:
+            with session.begin():
+                yield session
+        except OperationalError as exc:
+            raise StoreError(f"the database refused the operation ({type(exc.orig).__name__})") from None
+        finally:
+            session.close()
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,63 @@
+"""Tables of the store. Change them only together with a migration in ``migrations/versions``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class KeyringMeta(Base):
+    """One row: how the keyring's master key is obtained, and a value that proves it is the right one."""
+
+    __tablename__ = "keyring_meta"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    master_source: Mapped[str] = mapped_column(String(16))
+    kdf: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    check: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class KeyRecord(Base):
+    """One version of a named key; ``wrapped`` is None once the version is deleted (crypto-shredded)."""
+
+    __tablename__ = "keys"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_keys_name_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    purpose: Mapped[str] = mapped_column(String(16))
+    wrapped: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    public: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ArtifactRecord(Base):
+    """The registry index: where a packed model lives and what it claims, for listing without opening it."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_artifacts_name_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    encrypted: Mapped[bool] = mapped_column()
+    key_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    key_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    signer: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

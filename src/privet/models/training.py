@@ -42,9 +42,9 @@ def fit(
             loss.backward()
             optimizer.step()
         if on_epoch:
-            on_epoch(epoch, float(loss))
+            on_epoch(epoch, loss.item())
     model.eval()
-    return FitResult(epochs, float(loss), accuracy(model, features, labels))
+    return FitResult(epochs, loss.item(), accuracy(model, features, labels))
 
 
 @torch.no_grad()

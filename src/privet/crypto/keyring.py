@@ -180,7 +180,8 @@ class Keyring:
                 self._cache.pop((name, row.version), None)
         return [self._info(r, r is rows[-1]) for r in targets]
 
-    def keys(self) -> list[KeyInfo]:
+    def versions(self) -> list[KeyInfo]:
+        """Every version of every key, by name then version."""
         with self._store.transaction() as session:
             rows = session.scalars(select(KeyRecord).order_by(KeyRecord.name, KeyRecord.version)).all()
         last = {r.name: r.version for r in rows}

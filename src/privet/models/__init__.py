@@ -1,6 +1,6 @@
 """Model artifacts (signed, optionally encrypted), the registry, and small reference models."""
 
-from privet.models.artifact import Trust, Verified, pack, read, rewrap, trust_only, unpack, verify
+from privet.models.artifact import Trust, Verified, inspect, pack, read, rewrap, trust_only, unpack, verify
 from privet.models.manifest import Envelope, Manifest, PrivacyGuarantee
 from privet.models.registry import Entry, Registry
 
@@ -12,6 +12,7 @@ __all__ = [
     "Registry",
     "Trust",
     "Verified",
+    "inspect",
     "pack",
     "read",
     "rewrap",

@@ -418,6 +418,15 @@ def read_envelope(handle: BinaryIO, size: int) -> tuple[Envelope, bytes, bytes, 
     return parse_envelope(envelope_bytes), envelope_bytes, signature, payload_len
 
 
+def inspect(path: Path) -> Envelope:
+    """The envelope of an artifact, NOT verified: for deciding how to open it, never for trusting it."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"{path} is not a file")
+    with path.open("rb") as handle:
+        return read_envelope(handle, path.stat().st_size)[0]
+
+
 def _open_verified(
     path: Path,
     trust: Trust,
@@ -503,8 +512,6 @@ def unpack(
 def rewrap(path: Path, keys: KeySource, key_name: str | None = None) -> StreamHeader | None:
     """Re-wrap an encrypted artifact's file key under the primary key version; the signature stays valid."""
     path = Path(path)
-    with path.open("rb") as handle:
-        envelope, *_ = read_envelope(handle, path.stat().st_size)
-    if not envelope.encrypted:
+    if not inspect(path).encrypted:
         return None
     return rewrap_file(path, keys, key_name, offset=len(MAGIC))

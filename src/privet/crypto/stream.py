@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -136,6 +136,11 @@ def _read_exact(src: BinaryIO, size: int, what: str) -> bytes:
     return data
 
 
+def _stats(header: StreamHeader, plaintext: int, chunks: int) -> StreamStats:
+    ciphertext = len(header.to_bytes()) + plaintext + TAG_SIZE * chunks
+    return StreamStats(plaintext, ciphertext, chunks, header.key_name, header.key_version)
+
+
 def _readinto_full(src: BinaryIO, view: memoryview) -> int:
     total = 0
     while total < len(view):
@@ -144,6 +149,23 @@ def _readinto_full(src: BinaryIO, view: memoryview) -> int:
             break
         total += got
     return total
+
+
+def _chunks(src: BinaryIO, size: int) -> Iterator[tuple[memoryview, bool]]:
+    """Yield ``(chunk, is_last)`` reading one chunk ahead, so the last chunk is known when it is yielded.
+
+    Two buffers alternate; a yielded view stays valid until the next one is yielded.
+    """
+    buffers = [bytearray(size), bytearray(size)]
+    current = 0
+    filled = _readinto_full(src, memoryview(buffers[0]))
+    while True:
+        following = _readinto_full(src, memoryview(buffers[1 - current])) if filled == size else 0
+        last = following == 0
+        yield memoryview(buffers[current])[:filled], last
+        if last:
+            return
+        current, filled = 1 - current, following
 
 
 def _derive(file_key: bytes, header: StreamHeader, label: bytes) -> bytes:
@@ -218,38 +240,18 @@ def encrypt_stream(
     dst.write(header.to_bytes())
     if observe:
         observe(aad)
-    size = header.chunk_size
-    buffers = [bytearray(size), bytearray(size)]
-    out = bytearray(size + TAG_SIZE)
-    out_view = memoryview(out)
-    current = 0
-    filled = _readinto_full(src, memoryview(buffers[0]))
+    out_view = memoryview(bytearray(header.chunk_size + TAG_SIZE))
     index = total = 0
-    while True:
-        if filled < size:
-            last, following = True, 0
-        else:
-            following = _readinto_full(src, memoryview(buffers[1 - current]))
-            last = following == 0
-        produced = filled + TAG_SIZE
-        aead.encrypt_into(_nonce(index, last), memoryview(buffers[current])[:filled], aad, out_view[:produced])
+    for index, (chunk, last) in enumerate(_chunks(src, header.chunk_size)):
+        produced = len(chunk) + TAG_SIZE
+        aead.encrypt_into(_nonce(index, last), chunk, aad, out_view[:produced])
         dst.write(out_view[:produced])
         if observe:
             observe(out_view[:produced])
-        total += filled
+        total += len(chunk)
         if progress:
-            progress(filled)
-        if last:
-            break
-        index += 1
-        current, filled = 1 - current, following
-    return StreamStats(
-        total,
-        len(header.to_bytes()) + total + TAG_SIZE * (index + 1),
-        index + 1,
-        header.key_name,
-        header.key_version,
-    )
+            progress(len(chunk))
+    return _stats(header, total, index + 1)
 
 
 def decrypt_stream(
@@ -273,23 +275,14 @@ def decrypt_stream(
     aad = header.fixed
     if observe:
         observe(aad)
-    size = header.chunk_size + TAG_SIZE
-    buffers = [bytearray(size), bytearray(size)]
     out = memoryview(bytearray(header.chunk_size))
-    current = 0
-    filled = _readinto_full(src, memoryview(buffers[0]))
     index = total = 0
-    while True:
-        if filled < size:
-            last, following = True, 0
-        else:
-            following = _readinto_full(src, memoryview(buffers[1 - current]))
-            last = following == 0
-        if filled < TAG_SIZE:
+    for index, (chunk, last) in enumerate(_chunks(src, header.chunk_size + TAG_SIZE)):
+        if len(chunk) < TAG_SIZE:
             raise IntegrityError("the encrypted file is truncated (its final chunk is missing)")
-        chunk = memoryview(buffers[current])[:filled]
+        size = len(chunk) - TAG_SIZE
         try:
-            aead.decrypt_into(_nonce(index, last), chunk, aad, out[: filled - TAG_SIZE])
+            aead.decrypt_into(_nonce(index, last), chunk, aad, out[:size])
         except InvalidTag:
             raise IntegrityError(
                 f"chunk {index} of the encrypted file failed authentication",
@@ -297,21 +290,11 @@ def decrypt_stream(
             ) from None
         if observe:
             observe(chunk)
-        dst.write(out[: filled - TAG_SIZE])
-        total += filled - TAG_SIZE
+        dst.write(out[:size])
+        total += size
         if progress:
-            progress(filled - TAG_SIZE)
-        if last:
-            break
-        index += 1
-        current, filled = 1 - current, following
-    return StreamStats(
-        total,
-        len(header.to_bytes()) + total + TAG_SIZE * (index + 1),
-        index + 1,
-        header.key_name,
-        header.key_version,
-    )
+            progress(size)
+    return _stats(header, total, index + 1)
 
 
 def rewrap_header(keys: KeySource, header: StreamHeader, key_name: str | None = None) -> StreamHeader:

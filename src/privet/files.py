@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from privet.errors import UsageError
+
 
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
@@ -47,13 +49,17 @@ def atomic_file(path: Path, *, mode: int = 0o600) -> Iterator[BinaryIO]:
 def atomic_directory(path: Path) -> Iterator[Path]:
     """Yield an empty temporary directory that becomes ``path`` when the block exits without error.
 
-    ``path`` must not exist yet: a directory is never half-replaced.
+    ``path`` must not exist yet: a directory is never half-replaced, nor an existing one merged into.
     """
     path = Path(path)
+    if path.exists() or path.is_symlink():
+        raise UsageError(f"{path} already exists", "Choose a new directory.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         yield tmp
+        if path.exists() or path.is_symlink():  # appeared while we were writing: never replace it
+            raise UsageError(f"{path} appeared while it was being written", "Choose a new directory.")
         tmp.rename(path)
         _fsync_dir(path.parent)
     except BaseException:

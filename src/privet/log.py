@@ -15,7 +15,7 @@ import threading
 
 _PATTERNS = [
     (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "<email>"),
-    (re.compile(r"\b(?:\d[ -]?){12,19}\b"), "<number>"),
+    (re.compile(r"\b\d(?:[ -]?\d){11,18}\b"), "<number>"),
     (re.compile(r"\b[0-9a-fA-F]{32,}\b"), "<hex>"),
     (re.compile(r"[A-Za-z0-9+/_-]{40,}={0,2}"), "<blob>"),
 ]

@@ -36,7 +36,7 @@ Purpose = Literal["aead", "signing"]
 DEFAULT_AEAD = "default"
 DEFAULT_SIGNING = "signing"
 _CHECK = b"privet keyring check v1"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,63}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._:-]{0,63}")
 
 
 def _context(name: str, version: int, purpose: str) -> bytes:
@@ -44,7 +44,7 @@ def _context(name: str, version: int, purpose: str) -> bytes:
 
 
 def validate_key_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise UsageError(
             f"key name {name!r} is not valid", "Use 1-64 characters: lower-case letters, digits and . _ : -"
         )

@@ -24,6 +24,7 @@ from privet.errors import ConfigError, MasterKeyError
 
 _NONCE = 12
 SCRYPT_DEFAULT = {"n": 2**17, "r": 8, "p": 1}  # 128 MiB, about 0.3 s: OWASP's scrypt recommendation
+SCRYPT_MIN_N, SCRYPT_MAX_N = 2**14, 2**22
 
 
 @runtime_checkable
@@ -80,7 +81,12 @@ class KmsMasterKey:
     source: str = "kms"
 
     def wrap(self, plaintext: bytes, context: bytes) -> bytes:
-        return self.plugin.wrap(plaintext, context)
+        try:
+            return self.plugin.wrap(plaintext, context)
+        except MasterKeyError:
+            raise
+        except Exception as exc:  # a plug-in's own errors must not leak key material or tracebacks
+            raise MasterKeyError(f"the KMS plug-in refused to wrap ({type(exc).__name__})") from None
 
     def unwrap(self, blob: bytes, context: bytes) -> bytes:
         try:
@@ -95,14 +101,24 @@ def from_passphrase(passphrase: str, kdf: dict) -> LocalMasterKey:
     """Derive the master key from a passphrase with the stored scrypt salt and cost."""
     if not passphrase:
         raise MasterKeyError("the passphrase is empty")
+    damaged = MasterKeyError("the keyring's scrypt parameters are damaged", "Restore the database from a backup.")
     try:
-        salt = base64.b64decode(kdf["salt"])
-        scrypt = Scrypt(salt=salt, length=32, n=int(kdf["n"]), r=int(kdf["r"]), p=int(kdf["p"]))
+        salt = base64.b64decode(kdf["salt"], validate=True)
+        n, r, p = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
     except (KeyError, ValueError, TypeError, binascii.Error):
-        raise MasterKeyError(
-            "the keyring's scrypt parameters are damaged", "Restore the database from a backup."
-        ) from None
-    return LocalMasterKey(scrypt.derive(passphrase.encode("utf-8")), "passphrase")
+        raise damaged from None
+    # Bounds keep a damaged or hostile row from demanding unbounded memory or time.
+    if (
+        len(salt) < 16
+        or not (SCRYPT_MIN_N <= n <= SCRYPT_MAX_N and n & (n - 1) == 0)
+        or not (1 <= r <= 32 and 1 <= p <= 16)
+    ):
+        raise damaged
+    try:
+        key = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode("utf-8"))
+    except (ValueError, MemoryError):
+        raise damaged from None
+    return LocalMasterKey(key, "passphrase")
 
 
 def new_kdf_params(n: int | None = None) -> dict:
@@ -142,9 +158,11 @@ def load_kms_plugin(spec: str) -> KmsMasterKey:
         raise ConfigError(f"kms_plugin {spec!r} is not of the form 'module:attribute'")
     try:
         target = getattr(importlib.import_module(module_name), attribute)
+        plugin = target() if isinstance(target, type) else target
     except (ImportError, AttributeError):
         raise ConfigError(f"kms_plugin {spec!r} cannot be imported", "Install the plug-in's package.") from None
-    plugin = target() if isinstance(target, type) else target
+    except Exception as exc:  # a plug-in that fails to start must not surface as a traceback
+        raise ConfigError(f"kms_plugin {spec!r} failed to start ({type(exc).__name__})") from None
     if not isinstance(plugin, KmsPlugin):
         raise ConfigError(f"kms_plugin {spec!r} has no wrap() and unwrap() methods")
     return KmsMasterKey(plugin)

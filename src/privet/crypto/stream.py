@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from privet.crypto.keyring import DEFAULT_AEAD, DataKey, validate_key_name
-from privet.errors import FormatError, IntegrityError, PrivetError, UsageError
+from privet.errors import FormatError, IntegrityError, KeyNotFoundError, PrivetError, UsageError
 from privet.files import atomic_file
 
 MAGIC = b"PRIVET\x1aE"
@@ -198,7 +198,13 @@ def seal_header(keys: KeySource, key_name: str, file_key: bytes, chunk_log2: int
 
 def open_header(keys: KeySource, header: StreamHeader) -> bytes:
     """Unwrap the file key and check the header tag; returns the file key."""
-    wrapping = keys.data_key(header.key_name, header.key_version)
+    try:
+        wrapping = keys.data_key(header.key_name, header.key_version)
+    except KeyNotFoundError:
+        raise IntegrityError(
+            f"the file names key {header.key_name} v{header.key_version}, which this keyring does not have",
+            "The header was modified, or the file belongs to another keyring.",
+        ) from None
     wrapped = header.wrapped_key
     try:
         file_key = AESGCM(wrapping.material).decrypt(

@@ -133,10 +133,13 @@ def _collect(source: Path) -> list[tuple[str, Path]]:
         return [(source.name, source)]
     found = []
     for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        if any(part.startswith(".") for part in relative.parts):
+            continue  # hidden files and directories (.git, .cache) are not part of a model
         if path.is_symlink():
             raise UsageError(f"{path.relative_to(source)} is a symbolic link", "Replace links with the files.")
         if path.is_file():
-            found.append((path.relative_to(source).as_posix(), path))
+            found.append((relative.as_posix(), path))
     if not found:
         raise UsageError(f"{source} holds no files")
     if not any(rel.endswith(".safetensors") for rel, _ in found):
@@ -149,12 +152,15 @@ def _describe(rel: str, path: Path) -> FileEntry:
     spans = read_header(path) if rel.endswith(".safetensors") else None
     digest = _digest_file(path, spans)
     tensors = None
-    if spans is not None:
-        tensors = [
-            TensorEntry(name=s.name, dtype=s.dtype, shape=list(s.shape), offsets=(s.start, s.end), sha256=d)
-            for s, d in zip(spans, digest.span_digests, strict=True)
-        ]
-    return FileEntry(path=rel, size=digest.size, sha256=digest.sha256, tensors=tensors)
+    try:
+        if spans is not None:
+            tensors = [
+                TensorEntry(name=s.name, dtype=s.dtype, shape=list(s.shape), offsets=(s.start, s.end), sha256=d)
+                for s, d in zip(spans, digest.span_digests, strict=True)
+            ]
+        return FileEntry(path=rel, size=digest.size, sha256=digest.sha256, tensors=tensors)
+    except ValueError as exc:
+        raise UsageError(f"{rel} cannot be described in a manifest ({_first_error(exc)})") from None
 
 
 class _PayloadReader(io.RawIOBase):
@@ -366,7 +372,7 @@ class _PayloadSink:
         need = 4 if len(self._prefix) < 4 else 4 + struct.unpack(">I", self._prefix[:4])[0]
         count = min(len(view), need - len(self._prefix))
         self._prefix += view[:count]
-        if len(self._prefix) == 4 and struct.unpack(">I", self._prefix)[0] > self._envelope.payload_size:
+        if len(self._prefix) == 4 and not 0 < struct.unpack(">I", self._prefix)[0] <= self._envelope.payload_size:
             raise IntegrityError("the artifact's manifest length is out of range")
         if len(self._prefix) == need and need > 4:
             body = bytes(self._prefix[4:])

@@ -26,7 +26,7 @@ Scalar = str | int | float | bool | None
 MAX_ENVELOPE = 64 * 1024
 MAX_MANIFEST = 16 * 1024 * 1024
 T = TypeVar("T", bound=BaseModel)
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._ +=@,-]{0,254}$")
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._ +=@,-]{0,254}")
 
 
 class _Strict(BaseModel):
@@ -63,7 +63,7 @@ class FileEntry(_Strict):
         parts = PurePosixPath(value).parts
         if not parts or value.startswith("/") or "\\" in value or str(PurePosixPath(*parts)) != value:
             raise ValueError("path must be a normalised relative POSIX path")
-        if any(not _SEGMENT.match(part) for part in parts):
+        if any(not _SEGMENT.fullmatch(part) for part in parts):
             raise ValueError("path has an unsafe component")
         return value
 
@@ -164,7 +164,7 @@ def parse_manifest(data: bytes) -> Manifest:
 
 def check_identity(name: str, version: str) -> None:
     """Refuse a model name or version that could not appear in a manifest (or escape a directory)."""
-    if not re.match(NAME_PATTERN, name):
+    if not re.fullmatch(NAME_PATTERN, name):
         raise UsageError(f"model name {name!r} is not valid", "Use letters, digits and . _ - (at most 128).")
-    if not re.match(VERSION_PATTERN, version):
+    if not re.fullmatch(VERSION_PATTERN, version):
         raise UsageError(f"model version {version!r} is not valid", "Use letters, digits and . _ + - (at most 64).")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
+import pickletools
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +14,7 @@ from pathlib import Path
 from privet.errors import FormatError, UnsafeFormatError
 
 MAX_HEADER = 100 * 1024 * 1024  # the limit the safetensors library itself enforces
+_SNIFF = 1 << 20  # how much of a file is parsed for pickle opcodes
 PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".dill"})
 _DTYPES = frozenset(
     {"BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64", "F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"}
@@ -86,15 +90,35 @@ def read_header(path: Path) -> list[TensorSpan]:
     return parse_header(head, size, path.name)
 
 
+def _parses_as_pickle(window: bytes, *, truncated: bool) -> bool:
+    """Whether ``window`` reads as a pickle's opcodes (parsed with pickletools, never executed).
+
+    Any protocol counts, 0 and 1 included, which have no magic number. A window that is a cut-off prefix
+    of a larger file counts when its opcodes parse until the data runs out at the cut.
+    """
+    if len(window) >= 2 and window[0] == 0x80 and 2 <= window[1] <= 5:  # PROTO opcode: protocols 2 to 5
+        return True
+    opcodes = 0
+    try:
+        for opcode, _arg, _position in pickletools.genops(io.BytesIO(window)):
+            if opcode.name == "STOP":
+                return opcodes > 0
+            opcodes += 1
+    except (ValueError, UnicodeDecodeError, struct.error) as exc:
+        ran_out = "remain" in str(exc) or "no newline" in str(exc)
+        return truncated and opcodes > 0 and ran_out
+    return False
+
+
 def refuse_pickle(path: Path) -> None:
     """Raise UnsafeFormatError if ``path`` is a pickle or a PyTorch zip checkpoint (which holds a pickle)."""
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise UnsafeFormatError(f"{path.name} is a pickle-based format ({path.suffix}), which can run code when loaded")
     with path.open("rb") as handle:
-        magic = handle.read(4)
-    if len(magic) >= 2 and magic[0] == 0x80 and 2 <= magic[1] <= 5:
+        window = handle.read(_SNIFF)
+    if _parses_as_pickle(window, truncated=path.stat().st_size > len(window)):
         raise UnsafeFormatError(f"{path.name} is a Python pickle, which can run code when loaded")
-    if magic == b"PK\x03\x04":
+    if window[:4] == b"PK\x03\x04":
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from privet.errors import StoreError
@@ -17,6 +19,7 @@ from privet.log import get_logger
 HEAD_REVISION = "0001"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _log = get_logger(__name__)
+_THREAD_LOCK = threading.Lock()  # alembic's command API is not safe to run from two threads at once
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
@@ -52,18 +55,24 @@ class Store:
         """Connect to ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``) and migrate to head."""
         try:
             parsed = make_url(url)
-        except ArgumentError:
+            backend = parsed.get_backend_name()
+        except (ArgumentError, ValueError):
             raise StoreError(
                 "the database URL cannot be parsed", "Use sqlite:///PATH or postgresql+psycopg://HOST/DB."
             ) from None
-        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        if backend not in ("sqlite", "postgresql"):
             raise StoreError(
-                f"database backend {parsed.get_backend_name()!r} is not supported",
+                f"database backend {backend!r} is not supported",
                 "Use sqlite:///PATH or postgresql+psycopg://HOST/DB.",
             )
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            try:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the directory of the SQLite file ({exc.strerror})", "Choose a writable path."
+                ) from None
+        if backend == "postgresql" and parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         engine = create_engine(parsed, pool_pre_ping=True)
         if engine.dialect.name == "sqlite":
@@ -80,15 +89,37 @@ class Store:
                 if not self.engine.dialect.has_table(conn, "alembic_version"):
                     return None
                 return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-        except OperationalError as exc:
+        except DBAPIError as exc:
             raise StoreError(
-                f"cannot connect to {_safe_url(str(self.engine.url))} ({type(exc.orig).__name__})"
+                f"cannot open {_safe_url(str(self.engine.url))} ({type(exc.orig).__name__})",
+                "Check that the URL names a reachable database (a SQLite path must be a SQLite file).",
             ) from None
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision; a no-op when it is there already."""
         if self.revision() == HEAD_REVISION:
             return
+        with self._migration_lock():
+            if self.revision() != HEAD_REVISION:
+                self._upgrade()
+        _log.info("store migrated to revision %s", HEAD_REVISION)
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """Serialise migrations of a SQLite file across threads and processes (PostgreSQL locks in-database)."""
+        database = self.engine.url.database
+        if self.dialect != "sqlite" or database in (None, "", ":memory:"):
+            with _THREAD_LOCK:
+                yield
+            return
+        with _THREAD_LOCK, Path(f"{database}.migrate-lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _upgrade(self) -> None:
         from alembic import command
         from alembic.config import Config
 
@@ -103,7 +134,6 @@ class Store:
                 command.upgrade(config, "head")
         except SQLAlchemyError as exc:
             raise StoreError(f"migrating the database failed ({type(exc).__name__})") from None
-        _log.info("store migrated to revision %s", HEAD_REVISION)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -148,8 +148,11 @@ def _collect(source: Path) -> list[tuple[str, Path]]:
 
 
 def _describe(rel: str, path: Path) -> FileEntry:
-    refuse_pickle(path)
+    # A file that parses as safetensors is not sniffed for pickles: its first bytes are a header length,
+    # which can look like a pickle's PROTO opcode. Anything else must not be a pickle.
     spans = read_header(path) if rel.endswith(".safetensors") else None
+    if spans is None:
+        refuse_pickle(path)
     digest = _digest_file(path, spans)
     tensors = None
     try:
@@ -189,15 +192,17 @@ class _PayloadReader(io.RawIOBase):
                 entry, path = self._files.pop(0)
                 self._current = (entry, path.open("rb"), _FileDigest([]))
             entry, handle, digest = self._current
-            count = handle.readinto(view)
+            # Read no more than the described size: a file that grows while packing must not stall us.
+            count = handle.readinto(view[: entry.size - digest.size]) if digest.size < entry.size else 0
             if count:
                 digest.feed(view[:count])
                 if self._progress:
                     self._progress(count)
                 return count
+            grown = bool(handle.read(1))
             handle.close()
             self._current = None
-            if digest.size != entry.size or digest.sha256 != entry.sha256:
+            if grown or digest.size != entry.size or digest.sha256 != entry.sha256:
                 raise UsageError(f"{entry.path} changed while it was being packed", "Pack it again.")
 
 

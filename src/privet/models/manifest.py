@@ -36,7 +36,7 @@ class _Strict(BaseModel):
 class TensorEntry(_Strict):
     """One tensor of a safetensors file: byte range within the file and its digest."""
 
-    name: str = Field(min_length=1, max_length=1024)
+    name: str = Field(min_length=1, max_length=4096)
     dtype: str = Field(pattern=r"^[A-Z0-9_]{1,16}$")
     shape: list[Annotated[int, Field(ge=0)]]
     offsets: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]

@@ -18,10 +18,13 @@ from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from privet.crypto.keyring import DEFAULT_AEAD
 from privet.crypto.signing import SigningKey
 from privet.crypto.stream import KeySource, StreamHeader
-from privet.errors import NotFoundError, UsageError
+from privet.errors import KeyDestroyedError, NotFoundError, UsageError
+from privet.log import get_logger
 from privet.models import artifact
 from privet.models.manifest import PrivacyGuarantee, Scalar, check_identity
 from privet.store import ArtifactRecord, Store
+
+_log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -147,10 +150,15 @@ class Registry:
     def rewrap(self, keys: KeySource, key_name: str) -> list[Entry]:
         """Re-wrap every encrypted artifact under ``key_name`` to that key's primary version."""
         changed = []
+        unreadable = 0
         for entry in self.entries():
             if not entry.encrypted or entry.key_name != key_name:
                 continue
-            header = artifact.rewrap(entry.path, keys)
+            try:
+                header = artifact.rewrap(entry.path, keys)
+            except KeyDestroyedError:
+                unreadable += 1  # its key version was shredded: nothing to re-wrap, ever
+                continue
             if header is None or header.key_version == entry.key_version:
                 continue
             with self._store.transaction() as session:
@@ -163,6 +171,8 @@ class Registry:
                 row.sha256 = _sha256(entry.path)
                 row.size = entry.path.stat().st_size
                 changed.append(_entry(row))
+        if unreadable:
+            _log.warning("%d artifact(s) under deleted versions of %s could not be re-wrapped", unreadable, key_name)
         return changed
 
     def _find(self, name: str, version: str) -> ArtifactRecord | None:

@@ -4,12 +4,30 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python (SQLite stores no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use privet.store.schema.utcnow()")
+        return None if value is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
 
 class Base(DeclarativeBase):
@@ -25,7 +43,7 @@ class KeyringMeta(Base):
     master_source: Mapped[str] = mapped_column(String(16))
     kdf: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     check: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class KeyRecord(Base):
@@ -40,8 +58,8 @@ class KeyRecord(Base):
     purpose: Mapped[str] = mapped_column(String(16))
     wrapped: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     public: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    destroyed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class ArtifactRecord(Base):
@@ -60,4 +78,4 @@ class ArtifactRecord(Base):
     key_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
     key_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     signer: Mapped[str] = mapped_column(String(128))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -23,7 +23,10 @@ test: lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/aead.py --json
+	$(BIN)/python benchmarks/dp_sampling.py --json
+	$(BIN)/python benchmarks/dp_stats.py --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -89,3 +89,9 @@ class UnsafeFormatError(UsageError):
 
 class NotFoundError(UsageError):
     """A named object (file, model, record) does not exist."""
+
+
+class BudgetExceededError(PrivetError):
+    """A release was refused because it would exceed its privacy budget; nothing was released."""
+
+    default_hint = "Nothing was released. Ask for less, or use a data set with budget left."

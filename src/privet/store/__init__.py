@@ -6,6 +6,15 @@ yields a SQLAlchemy session that commits on success and rolls back on error. Tab
 """
 
 from privet.store.db import HEAD_REVISION, Store
-from privet.store.schema import ArtifactRecord, Base, KeyRecord, KeyringMeta
+from privet.store.schema import ArtifactRecord, Base, BudgetRecord, ChargeRecord, KeyRecord, KeyringMeta
 
-__all__ = ["HEAD_REVISION", "ArtifactRecord", "Base", "KeyRecord", "KeyringMeta", "Store"]
+__all__ = [
+    "HEAD_REVISION",
+    "ArtifactRecord",
+    "Base",
+    "BudgetRecord",
+    "ChargeRecord",
+    "KeyRecord",
+    "KeyringMeta",
+    "Store",
+]

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from privet.errors import StoreError
 from privet.log import get_logger
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _log = get_logger(__name__)
 _THREAD_LOCK = threading.Lock()  # alembic's command API is not safe to run from two threads at once
@@ -29,6 +29,15 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     for pragma in ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON", "secure_delete=ON"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
+    # privet issues BEGIN itself (see _sqlite_begin_immediate); the driver must not open transactions.
+    dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+
+
+def _sqlite_begin_immediate(conn: Connection) -> None:
+    # Take the write lock when a transaction starts, not at its first write: a read-check-write (a budget
+    # charge, a key rotation) is then atomic across threads and processes, and never fails to upgrade
+    # a read lock midway (SQLITE_BUSY without waiting).
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _safe_url(url: str) -> str:
@@ -77,6 +86,7 @@ class Store:
         engine = create_engine(parsed, pool_pre_ping=True)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin_immediate)
         store = cls(engine)
         if migrate:
             store.migrate()

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -78,4 +89,33 @@ class ArtifactRecord(Base):
     key_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
     key_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     signer: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class BudgetRecord(Base):
+    """A privacy budget (epsilon, delta) for one tenant and data set, under a named accountant."""
+
+    __tablename__ = "privacy_budgets"
+    __table_args__ = (UniqueConstraint("tenant", "dataset", name="uq_privacy_budgets_tenant_dataset"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(128))
+    dataset: Mapped[str] = mapped_column(String(256))
+    epsilon: Mapped[float] = mapped_column(Float)
+    delta: Mapped[float] = mapped_column(Float)
+    accountant: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ChargeRecord(Base):
+    """One release charged to a budget: its accounting events and the composed epsilon after it."""
+
+    __tablename__ = "privacy_charges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    budget_id: Mapped[int] = mapped_column(ForeignKey("privacy_budgets.id"), index=True)
+    description: Mapped[str] = mapped_column(String(512))
+    events: Mapped[list] = mapped_column(JSON)
+    epsilon_after: Mapped[float] = mapped_column(Float)
+    accountant: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

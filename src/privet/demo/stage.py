@@ -27,7 +27,7 @@ class StageReport:
     figures: dict[str, float | int | str] = field(default_factory=dict)
 
     def check(self, name: str, ok: bool, detail: str) -> None:
-        self.checks.append(Check(name, ok, detail))
+        self.checks.append(Check(name, bool(ok), detail))
 
     @property
     def ok(self) -> bool:

@@ -1,5 +1,20 @@
-"""Differential privacy: noise mechanisms with exact, floating-point-safe sampling."""
+"""Differential privacy: exact noise mechanisms, accounting, the privacy ledger and DP statistics."""
 
+from privet.dp import stats
+from privet.dp.accounting import (
+    ApproxEvent,
+    DiscreteGaussianEvent,
+    DiscreteLaplaceEvent,
+    Event,
+    GaussianEvent,
+    Guarantee,
+    LaplaceEvent,
+    PureEvent,
+    calibrate_gaussian,
+    compose_delta,
+    compose_epsilon,
+)
+from privet.dp.ledger import Budget, Ledger
 from privet.dp.mechanisms import (
     default_granularity,
     discrete_gaussian,
@@ -16,8 +31,23 @@ from privet.dp.mechanisms import (
     report_noisy_max,
     snap,
 )
+from privet.dp.query import QueryResult, run_query
 
 __all__ = [
+    "ApproxEvent",
+    "Budget",
+    "DiscreteGaussianEvent",
+    "DiscreteLaplaceEvent",
+    "Event",
+    "GaussianEvent",
+    "Guarantee",
+    "LaplaceEvent",
+    "Ledger",
+    "PureEvent",
+    "QueryResult",
+    "calibrate_gaussian",
+    "compose_delta",
+    "compose_epsilon",
     "default_granularity",
     "discrete_gaussian",
     "discrete_laplace",
@@ -31,5 +61,7 @@ __all__ = [
     "laplace_scale",
     "randomized_response",
     "report_noisy_max",
+    "run_query",
     "snap",
+    "stats",
 ]

@@ -1,4 +1,5 @@
-"""DP statistics benchmark: the error of privet's count, mean and median against OpenDP's, on UCI Adult.
+"""DP statistics benchmark: the error of privet's count, mean and median against OpenDP's, on UCI Adult,
+and discrete Gaussian samples per second beside OpenDP's sampler (via ``dp_sampling.benchmark``).
 
 What it measures: for ``age`` (bounds [17, 90]) and ``hours_per_week`` (bounds [0, 100]) of UCI Adult's
 ``adult.data`` (32,561 rows, one person per row: the privacy unit is a row, add/remove neighbours), at
@@ -426,6 +427,23 @@ def main() -> int:
     counts = QUICK if args.quick else FULL
     started = time.perf_counter()
     figures, bars, details = run(args.data, counts)
+    # The issue's sampling figure travels with the statistics: the same sampler comparison as
+    # benchmarks/dp_sampling.py (which also runs alone), measured in this run.
+    import dp_sampling
+
+    sizes = (
+        (dp_sampling.QUICK_N, dp_sampling.QUICK_N_OPENDP)
+        if args.quick
+        else (
+            dp_sampling.FULL_N,
+            dp_sampling.FULL_N_OPENDP,
+        )
+    )
+    sampling = dp_sampling.benchmark(*sizes, repeats=5)
+    figures.update({f"sampling_{name}": value for name, value in sampling.items()})
+    rate = sampling[f"privet_dg_sigma{dp_sampling.BAR_SIGMA:g}_per_s"]
+    limit = dp_sampling.BAR_LIMIT
+    bars["discrete_gaussian_samples_per_s"] = {"value": rate, "limit": limit, "ok": rate >= limit}
     details["opendp_version"] = version("opendp")
     figures["seconds"] = round(time.perf_counter() - started, 1)
     for name, bar in bars.items():

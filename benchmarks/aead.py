@@ -44,6 +44,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import log, machine  # benchmarks/ is on sys.path when a benchmark runs
+
 BLOCK = 64 * 1024 * 1024
 HASH_BLOCK = 1 << 20
 FULL_MIB = 1024
@@ -53,10 +55,6 @@ RATIO_LIMIT = 0.8
 RSS_LIMIT_MIB = 64.0
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def proc_status_kib(field: str) -> int:
     """A ``kB`` field of /proc/self/status (VmHWM, VmRSS)."""
     with Path("/proc/self/status").open() as status:
@@ -64,19 +62,6 @@ def proc_status_kib(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def cpu_model() -> str:
-    try:
-        with Path("/proc/cpuinfo").open() as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def sha256_file(path: Path) -> str:
@@ -413,7 +398,7 @@ def main() -> int:
     if args.json:
         report = {
             "benchmark": "aead",
-            "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": None},
+            "machine": machine(),
             "figures": figures,
             "bars": bars,
             "notes": notes,

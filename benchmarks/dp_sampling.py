@@ -27,37 +27,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from common import log, machine  # benchmarks/ is on sys.path when a benchmark runs
 
 SIGMAS = (1.0, 10.0, 1000.0)
 BAR_SIGMA = 10.0
 BAR_LIMIT = 1e6
 FULL_N, QUICK_N = 1_000_000, 200_000
 FULL_N_OPENDP, QUICK_N_OPENDP = 100_000, 20_000
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    try:
-        with Path("/proc/cpuinfo").open() as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def discrete_gaussian_sd(sigma: float) -> float:
@@ -163,7 +147,7 @@ def main() -> int:
     if args.json:
         report = {
             "benchmark": "dp_sampling",
-            "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": None},
+            "machine": machine(),
             "figures": figures,
             "bars": bars,
             "notes": (

@@ -57,6 +57,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from common import log, machine  # benchmarks/ is on sys.path when a benchmark runs
+
 ADULT = Path(os.environ.get("PRIVET_ADULT", "/work/shared/data/adult/adult.data"))
 ADULT_COLUMNS = [
     "age",
@@ -85,23 +87,6 @@ RATIO_LIMIT = 1.05
 # bar about 0.1%); --quick has too few for its bars to mean much.
 FULL = {"count": 20000, "mean": 3000, "median": 3000, "median_small": 20000, "resize": 250}
 QUICK = {"count": 2000, "mean": 200, "median": 100, "median_small": 1500, "resize": 16}
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    try:
-        with Path("/proc/cpuinfo").open() as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def load_adult(path: Path) -> pd.DataFrame:
@@ -461,7 +446,7 @@ def main() -> int:
     if args.json:
         report = {
             "benchmark": "dp_stats",
-            "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": None},
+            "machine": machine(),
             "figures": figures,
             "bars": bars,
             "details": details,

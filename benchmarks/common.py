@@ -1,0 +1,28 @@
+"""What every benchmark shares: log lines on stderr and the machine description of the JSON line."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cpu_model() -> str:
+    try:
+        with Path("/proc/cpuinfo").open() as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, object]:
+    """The ``machine`` object of a benchmark's JSON line (CONVENTIONS): CPU model, cores, GPU (none here)."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": None}

@@ -59,7 +59,9 @@ import pandas as pd
 
 from common import log, machine  # benchmarks/ is on sys.path when a benchmark runs
 
-ADULT = Path(os.environ.get("PRIVET_ADULT", "/work/shared/data/adult/adult.data"))
+# The shared data sets sit beside the project (../shared/data); PRIVET_ADULT points elsewhere.
+SHARED_ADULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "adult" / "adult.data"
+ADULT = Path(os.environ.get("PRIVET_ADULT", str(SHARED_ADULT)))
 ADULT_COLUMNS = [
     "age",
     "workclass",

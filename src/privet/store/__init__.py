@@ -6,7 +6,16 @@ yields a SQLAlchemy session that commits on success and rolls back on error. Tab
 """
 
 from privet.store.db import HEAD_REVISION, Store
-from privet.store.schema import ArtifactRecord, Base, BudgetRecord, ChargeRecord, KeyRecord, KeyringMeta
+from privet.store.schema import (
+    ArtifactRecord,
+    Base,
+    BudgetRecord,
+    ChargeRecord,
+    KeyRecord,
+    KeyringMeta,
+    VaultAccessRecord,
+    VaultEntry,
+)
 
 __all__ = [
     "HEAD_REVISION",
@@ -17,4 +26,6 @@ __all__ = [
     "KeyRecord",
     "KeyringMeta",
     "Store",
+    "VaultAccessRecord",
+    "VaultEntry",
 ]

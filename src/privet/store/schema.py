@@ -119,3 +119,44 @@ class ChargeRecord(Base):
     epsilon_after: Mapped[float] = mapped_column(Float)
     accountant: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class VaultEntry(Base):
+    """One pseudonym of the vault: a token and its value, encrypted under the tenant's key.
+
+    ``ciphertext`` is nonce || AES-GCM(value) under the tenant key at ``key_version``, its associated data binding
+    tenant, token, entity and key version. ``lookup_hash`` is an HMAC of (entity, value) under a key derived from
+    the same tenant key version, so the same value gets the same token without the value being stored in clear.
+    """
+
+    __tablename__ = "vault_entries"
+    __table_args__ = (
+        UniqueConstraint("tenant", "token_id", name="uq_vault_entries_tenant_token"),
+        UniqueConstraint("tenant", "lookup_hash", name="uq_vault_entries_tenant_lookup"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    token_id: Mapped[str] = mapped_column(String(16))
+    entity: Mapped[str] = mapped_column(String(32))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    key_version: Mapped[int] = mapped_column(Integer)
+    lookup_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, index=True)
+
+
+class VaultAccessRecord(Base):
+    """One restore attempt on the vault: who, why, how many tokens; never a value or a token."""
+
+    __tablename__ = "vault_access"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    principal: Mapped[str] = mapped_column(String(128))
+    purpose: Mapped[str] = mapped_column(String(256))
+    operation: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    tokens_found: Mapped[int] = mapped_column(Integer)
+    tokens_restored: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

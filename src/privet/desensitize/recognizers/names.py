@@ -1,0 +1,390 @@
+"""Dictionary and context recognizers for English text: people, places, organisations, titles, groups.
+
+They work on one tokenisation of the document. A person is a run of capitalised tokens that a name
+dictionary or a context ("my name is", "Mr.") vouches for; a place is a dictionary phrase in title or
+upper case; an organisation is a capitalised run ending in a company word, or a Faker-style firm name
+("Davis, Reynolds and Williamson"), or an unknown capitalised word where an employer is expected.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import ahocorasick
+
+from .. import types as t
+from ..types import Finding, Recognizer
+from . import lexicon
+
+_TOKEN = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*\.?")
+
+_ORG_SUFFIXES = lexicon.words(
+    "inc inc. llc llc. ltd ltd. corp corp. corporation co. company group plc gmbh ag sa s.a. bank university "
+    "institute foundation systems technologies technology solutions partners holdings labs industries enterprises "
+    "associates consulting international services networks software media capital ventures pharmaceuticals "
+    "hospital clinic agency orchestra association analytics insurance airlines motors energy logistics "
+    "communications trust fund council society college school academy ministry department club"
+)
+_PERSON_CONTEXT = (
+    "name is", "name:", "named", "called", "dear", "hi ", "hello", "mr", "mrs", "ms", "dr", "miss", "patient",
+    "by ", "i am", "i'm", "call me", "son", "daughter", "wife", "husband", "mother", "father", "brother", "sister",
+    "kid", "friend", "name on", "user:", "spoke to", "met", "told", "asked", "signed", "author", "contact",
+)  # fmt: skip
+_STRONG_PERSON_CONTEXT = ("name is", "name:", "named", "name on the account", "last name?", "first name?", "user:")
+_PLACE_CONTEXT = (
+    "from ", "in ", "to ", "at ", "near", "visit", "moved", "live", "city", "country", "born in", "flew", "travel",
+    "located", "based in", "capital",
+)  # fmt: skip
+_EMPLOYER_CONTEXT = (
+    "work for", "works for", "worked for", "working for", "work at", "works at", "worked at", "working at",
+    "joined", "employed by", "employee of", "ceo of", "company", "support", "according to the", "at", "for",
+)  # fmt: skip
+_JOB_CONTEXT = ("as a", "as an", "as ", "work as", "job", "position", "title", "occupation", "profession", "role")
+_JOB_HEADS = (
+    "scientist|technician|technologist|manager|attendant|installer|director|clerk|engineer|officer|assistant|nurse|"
+    "teacher|worker|operator|designer|analyst|consultant|specialist|administrator|coordinator|supervisor|inspector|"
+    "therapist|accountant|architect|developer|programmer|physician|surgeon|doctor|dentist|pharmacist|lawyer|"
+    "solicitor|barrister|editor|writer|journalist|producer|photographer|cinematographer|musician|singer|artist|"
+    "chef|cook|driver|pilot|mechanic|electrician|plumber|carpenter|farmer|soldier|librarian|secretary|receptionist|"
+    "cashier|salesman|saleswoman|representative|agent|broker|buyer|planner|surveyor|geologist|chemist|physicist|"
+    "biologist|economist|statistician|psychologist|counsellor|counselor|advisor|adviser|executive|president|"
+    "chairman|ceo|cto|cfo|professor|lecturer|tutor|researcher|investigator|auditor|controller|treasurer|banker|"
+    "trader|estimator|fitter|machinist|welder|labourer|laborer|cleaner|guard|firefighter|paramedic|"
+    "midwife|optometrist|radiographer|sonographer|echocardiographer|veterinarian|vet|instructor|trainer|coach|"
+    "curator|archivist|translator|interpreter|officer|steward|stewardess|waiter|waitress|bartender|host|"
+    "hostess|housekeeper|nanny|caretaker|gardener|landscaper|decorator|tailor|dresser|model|actor|actress|dancer|"
+    "composer|conductor|animator|illustrator|copywriter|technologist|hygienist|therapist|associate|partner|"
+    "lead|head|chief|intern|apprentice|volunteer|student|scheduler|dispatcher|examiner|adjuster|underwriter"
+)
+_JOB_RE = re.compile(rf"(?<![\w])(?:[A-Za-z][\w/-]*\s+){{0,4}}(?:{_JOB_HEADS})(?:s)?(?![\w])", re.I)
+_PLACE_PREPOSITIONS = (
+    "flew to", "fly to", "in", "to", "from", "near", "based in", "grew up in", "home city", "arrived at", "returned to",
+    "moved to", "trip to", "visit", "visited", "lives in", "live in", "located in", "born in", "city of",
+)  # fmt: skip
+# Capitalised words at the start of lines and messages that name no one.
+_NOT_NAMES = lexicon.words(
+    "hi hello hey dear thanks thank regards date user bot info fax phone email address name title re fw subject "
+    "note notes dr mr mrs ms sir madam yes no ok okay please sorry"
+)
+_LOCATIVE = (" in", " from", " to", " at", " near")
+_PERSON_VERBS = lexicon.words(
+    "is was has had lives lived spent will would shouted said says told asked and or wrote sang founded "
+    "joined works worked met called"
+)
+_LIST_RE = re.compile(r"(?:[A-Z][^\W\d_]+(?:['’-][^\W\d_]+)*, ){2,}[A-Z][^\W\d_]+(?:, | and )[A-Z][^\W\d_]+")
+
+
+@dataclass(slots=True)
+class _Token:
+    start: int
+    end: int
+    text: str
+    key: str  # case-folded, without a trailing dot
+    cap: bool
+    upper: bool
+    sentence_start: bool
+
+
+def _tokens(text: str) -> list[_Token]:
+    out = []
+    for m in _TOKEN.finditer(text):
+        word = m.group()
+        if word[-2:] in ("'s", "’s"):
+            word = word[:-2]
+        core = word[:-1] if word.endswith(".") else word
+        before = text[: m.start()].rstrip(" \t\"'“‘(>")
+        sentence_start = not before or before[-1] in ".!?:\n;"
+        end = m.start() + len(word)
+        # A trailing dot belongs to abbreviations and initials, not to the last word of a sentence.
+        if word.endswith(".") and len(core) > 3 and core.casefold() not in _ORG_SUFFIXES:
+            end -= 1
+            word = core
+        out.append(
+            _Token(
+                m.start(),
+                end,
+                word,
+                core.casefold(),
+                core[:1].isupper(),
+                core.isupper() and len(core) > 1,
+                sentence_start,
+            )
+        )
+    return out
+
+
+def _automaton(words: frozenset[str]) -> ahocorasick.Automaton:
+    automaton = ahocorasick.Automaton()
+    for word in words:
+        automaton.add_word(word, len(word))
+    automaton.make_automaton()
+    return automaton
+
+
+def _is_word_boundary(text: str, start: int, end: int) -> bool:
+    return (start == 0 or not text[start - 1].isalnum()) and (end == len(text) or not text[end].isalnum())
+
+
+def _context(lower: str, start: int, end: int, words: tuple[str, ...], before: int = 24, after: int = 0) -> bool:
+    window = lower[max(0, start - before) : start] + " " + lower[end : end + after]
+    return any(w in window for w in words)
+
+
+class EnglishEntityRecognizer(Recognizer):
+    """People, places, organisations, titles and nationality/religious/political groups in English text."""
+
+    name = "en_entities"
+    entities = (t.PERSON, t.LOCATION, t.ORGANIZATION, t.TITLE, t.NRP)
+    languages = ("en",)
+
+    def __init__(self) -> None:
+        self._first = lexicon.first_names()
+        self._last = lexicon.last_names()
+        self._common = lexicon.common_words()
+        self._places = lexicon.places()
+        self._countries = lexicon.countries()
+        self._honorifics = frozenset(lexicon.HONORIFICS)
+        self._place_ac = _automaton(frozenset(p for p in self._places if p not in self._common))
+        self._job_ac = _automaton(lexicon.jobs())
+        self._nrp_ac = _automaton(lexicon.nrp_terms())
+
+    # -- phrases found by Aho-Corasick over the case-folded text ------------------------------------------
+
+    def _phrases(self, text: str, lower: str, automaton: ahocorasick.Automaton) -> list[tuple[int, int]]:
+        spans = []
+        for end_index, length in automaton.iter(lower):
+            end = end_index + 1
+            start = end - length
+            if _is_word_boundary(text, start, end):
+                spans.append((start, end))
+        # Keep the longest phrase at each position.
+        spans.sort(key=lambda s: (s[0], -(s[1] - s[0])))
+        out: list[tuple[int, int]] = []
+        for s in spans:
+            if out and s[0] < out[-1][1]:
+                continue
+            out.append(s)
+        return out
+
+    def _places_found(self, text: str, lower: str) -> list[Finding]:
+        out = []
+        for start, end in self._phrases(text, lower, self._place_ac):
+            words = text[start:end].split()
+            if not all(
+                w[:1].isupper() or w.casefold() in lexicon.NAME_PARTICLES or w in {"nad", "pod", "am"} for w in words
+            ):
+                continue
+            key = lower[start:end]
+            score = 0.75 if key in self._countries else 0.55
+            if text[start:end].isupper() and len(key) > 3:
+                score += 0.1
+            if _context(lower, start, end, _PLACE_CONTEXT, before=12):
+                score += 0.2
+            out.append(Finding(t.LOCATION, start, end, min(score, 0.95), self.name))
+        return out
+
+    def _jobs_found(self, text: str, lower: str) -> list[Finding]:
+        out = []
+        for start, end in self._phrases(text, lower, self._job_ac):
+            has_context = _context(lower, start, end, _JOB_CONTEXT, before=14)
+            if not (text[start].isupper() or has_context):
+                continue
+            out.append(Finding(t.TITLE, start, end, 0.7 if has_context else 0.5, self.name))
+        # Job titles outside the dictionary: a short phrase ending in a job noun, after "as" or alone on a line.
+        for line in re.finditer(r"[^\n]+", text):
+            body = line.group().strip(" >?\t")
+            offset = line.start() + line.group().index(body) if body else 0
+            m = _JOB_RE.fullmatch(body) if body and len(body) <= 60 else None
+            if m:
+                out.append(Finding(t.TITLE, offset, offset + len(body), 0.6, self.name))
+        for m in re.finditer(
+            rf"(?<=\bas )(?:an? |the )?((?:[A-Za-z][\w/-]*\s+){{0,4}}(?:{_JOB_HEADS})s?)(?![\w])", text, re.I
+        ):
+            out.append(Finding(t.TITLE, m.start(1), m.end(1), 0.65, self.name))
+        return out
+
+    def _context_places(self, text: str, lower: str, tokens: list[_Token]) -> list[Finding]:
+        """Unknown capitalised words where a place is expected ("flew to Loeches", "grew up in Remniku")."""
+        out = []
+        n = len(tokens)
+        for i, tok in enumerate(tokens):
+            if not tok.cap or tok.key in self._common or tok.key in self._honorifics or tok.key in self._first:
+                continue
+            prefix = lower[max(0, tok.start - 14) : tok.start].rstrip()
+            if not any(prefix.endswith(p) for p in _PLACE_PREPOSITIONS):
+                continue
+            j = i
+            while (
+                j + 1 < n
+                and text[tokens[j].end : tokens[j + 1].start] == " "
+                and (
+                    tokens[j + 1].cap
+                    or (tokens[j + 1].key in lexicon.NAME_PARTICLES and j + 2 < n and tokens[j + 2].cap)
+                )
+            ):
+                j += 1
+            out.append(Finding(t.LOCATION, tok.start, tokens[j].end, 0.55, self.name))
+        return out
+
+    def _nrp_found(self, text: str, lower: str) -> list[Finding]:
+        return [Finding(t.NRP, s, e, 0.7, self.name) for s, e in self._phrases(text, lower, self._nrp_ac)]
+
+    # -- people, titles, organisations from the token stream -----------------------------------------------
+
+    def _name_score(self, tok: _Token) -> float:
+        if tok.key in self._first:
+            return 0.6 if tok.key in self._last or tok.key not in self._common else 0.3
+        if tok.key in self._last:
+            return 0.45 if tok.key not in self._common else 0.2
+        return 0.0
+
+    def _proper_noun(self, text: str, tokens: list[_Token], i: int, j: int) -> bool:
+        """An unknown capitalised run that reads as a name: not a common word, not an all-caps acronym."""
+        first = tokens[i]
+        if any(tok.key in self._common or tok.key in self._places for tok in tokens[i:j]):
+            return False
+        if first.upper and j - i == 1:
+            return False
+        if not first.sentence_start:
+            return True
+        follower = tokens[j].key if j < len(tokens) else ""
+        return follower in _PERSON_VERBS or text[tokens[j - 1].end : tokens[j - 1].end + 2] in ("'s", "’s")
+
+    def _lists(self, text: str) -> list[Finding]:
+        """Every capitalised item of a list in which most items are known first names is a person."""
+        out = []
+        for m in _LIST_RE.finditer(text):
+            items = [(x.start(), x.end()) for x in re.finditer(r"[^\W\d_]+(?:['’-][^\W\d_]+)*", m.group())]
+            items = [(m.start() + a, m.start() + b) for a, b in items if m.group()[a:b] != "and"]
+            known = sum(text[a:b].casefold() in self._first for a, b in items)
+            if known * 2 >= len(items):
+                out.extend(Finding(t.PERSON, a, b, 0.8, self.name) for a, b in items)
+        return out
+
+    def _name_like(self, tok: _Token, strong: bool) -> bool:
+        """Whether a token may be part of a person's name: capitalised, and not an everyday word unless a known name.
+
+        After "my name is" a lower-case name counts when the dictionaries know it.
+        """
+        if not tok.cap and not (strong and (tok.key in self._first or tok.key in self._last)):
+            return False
+        if tok.key in self._common or tok.key in _NOT_NAMES:
+            return tok.key in self._first and not tok.sentence_start and tok.key not in _NOT_NAMES
+        return not (tok.text == "I" and tok.sentence_start)
+
+    def _people(self, text: str, lower: str, tokens: list[_Token]) -> list[Finding]:
+        out = []
+        i = 0
+        n = len(tokens)
+        titled = False
+        while i < n:
+            tok = tokens[i]
+            if tok.key in self._honorifics and tok.cap and i + 1 < n and tokens[i + 1].cap:
+                out.append(Finding(t.TITLE, tok.start, tok.end, 0.85, self.name))
+                titled = True
+                i += 1
+                continue
+            strong = titled or _context(lower, tok.start, tok.start, _STRONG_PERSON_CONTEXT, before=30)
+            titled = False
+            if tok.key in self._places and lower[max(0, tok.start - 6) : tok.start].rstrip().endswith(_LOCATIVE):
+                i += 1
+                continue
+            if not self._name_like(tok, strong) or tok.key in self._honorifics:
+                i += 1
+                continue
+            # Grow a run of adjacent name-like tokens on one line ("Ravil G Yefimov", "Maika van de Noort").
+            j = i + 1
+            while j < n:
+                cur = tokens[j]
+                gap = text[tokens[j - 1].end : cur.start]
+                if gap not in (" ", ". ", "") or tokens[j - 1].end == cur.start:
+                    break
+                is_particle = cur.key in lexicon.NAME_PARTICLES and j + 1 < n and tokens[j + 1].cap
+                is_pronoun = cur.text == "I" and (
+                    j + 1 >= n or not tokens[j + 1].cap or text[cur.end : cur.end + 1] in "'’"
+                )
+                if is_pronoun or not (is_particle or self._name_like(cur, strong)):
+                    break
+                if cur.key in self._places and not self._name_score(cur):
+                    break
+                j += 1
+            run = tokens[i:j]
+            scores = [self._name_score(x) for x in run]
+            known = sum(1 for x in scores if x)
+            start, end = run[0].start, run[-1].end
+            if text[end - 1] == "." and len(run[-1].key) > 1:
+                end -= 1
+            if strong:
+                score = 0.85
+            elif len(run) >= 2 and known >= 1:
+                score = 0.85 if known >= 2 else 0.7
+            elif known:
+                score = max(scores)
+            elif self._proper_noun(text, tokens, i, j):
+                score = 0.3
+            else:
+                score = 0.0
+            if score and _context(lower, start, end, _PERSON_CONTEXT, before=16, after=0):
+                score = min(0.95, score + 0.2)
+            if score >= 0.2:
+                out.append(Finding(t.PERSON, start, end, round(score, 3), self.name))
+            i = j
+        return out
+
+    def _organisations(self, text: str, lower: str, tokens: list[_Token]) -> list[Finding]:
+        out = []
+        n = len(tokens)
+        for i, tok in enumerate(tokens):
+            if (
+                tok.key.rstrip(".") + ("." if tok.text.endswith(".") else "") not in _ORG_SUFFIXES
+                and tok.key not in _ORG_SUFFIXES
+            ):
+                continue
+            if not tok.cap:
+                continue
+            j = i
+            while j > 0 and tokens[j - 1].cap and text[tokens[j - 1].end : tokens[j].start] in (" ", " & ", ", "):
+                if tokens[j - 1].sentence_start and tokens[j - 1].key in self._common:
+                    break
+                j -= 1
+            if j < i:
+                out.append(Finding(t.ORGANIZATION, tokens[j].start, tok.end, 0.8, self.name))
+        # Faker-style firms: "Davis, Reynolds and Williamson", "Hill and Sons", "Kim-Lee".
+        for m in re.finditer(r"\b([A-Z][\w'’]+), ([A-Z][\w'’]+) and ([A-Z][\w'’]+)\b", text):
+            if "founder" in lower[max(0, m.start() - 20) : m.start()]:
+                out.extend(Finding(t.PERSON, m.start(g), m.end(g), 0.85, self.name) for g in (1, 2, 3))
+            else:
+                out.append(Finding(t.ORGANIZATION, m.start(), m.end(), 0.75, self.name))
+        for m in re.finditer(r"\b[A-Z][\w'’]+(?: and Sons|-[A-Z][\w'’]+)\b", text):
+            parts = re.split(r"-| and ", m.group())
+            if all(p.casefold() in self._last or p == "Sons" for p in parts):
+                out.append(Finding(t.ORGANIZATION, m.start(), m.end(), 0.75, self.name))
+        # An unknown capitalised word where an employer or a firm is expected.
+        for i, tok in enumerate(tokens):
+            if not tok.cap or tok.sentence_start or tok.key in self._common or tok.key in self._honorifics:
+                continue
+            if tok.key in self._first or tok.key in self._last or tok.key in self._places:
+                continue
+            if not _context(lower, tok.start, tok.start, _EMPLOYER_CONTEXT, before=12):
+                continue
+            j = i
+            while j + 1 < n and tokens[j + 1].cap and text[tokens[j].end : tokens[j + 1].start] == " ":
+                j += 1
+            out.append(Finding(t.ORGANIZATION, tok.start, tokens[j].end, 0.45, self.name))
+        return out
+
+    def find(self, text: str, language: str) -> list[Finding]:
+        lower = text.casefold() if len(text.casefold()) == len(text) else text.lower()
+        if len(lower) != len(text):
+            lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+        tokens = _tokens(text)
+        return [
+            *self._people(text, lower, tokens),
+            *self._places_found(text, lower),
+            *self._organisations(text, lower, tokens),
+            *self._jobs_found(text, lower),
+            *self._context_places(text, lower, tokens),
+            *self._lists(text),
+            *self._nrp_found(text, lower),
+        ]

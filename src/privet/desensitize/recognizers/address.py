@@ -40,10 +40,10 @@ _BOX_RE = re.compile(
 )
 _MILITARY_RE = re.compile(r"(?<![\w])(?:APO|FPO|DPO)\s+(?:AA|AE|AP)\s+\d{5}(?![\w])")
 # "<number> <words> <street type>" (English) or "<words> <number>" (continental), optionally led by a number.
+_CAP_WORD = r"(?:[^\W\d_a-z][\w'’.-]*|\d+(?:st|nd|rd|th))"
 _EN_LINE = re.compile(
-    rf"(?<![\w])\d{{1,6}}[A-Za-z]?(?:[ \t]+{_WORD}){{1,5}}[ \t]+(?:{_EN_STREET_TYPES})\.?(?![\w])"
-    rf"(?:[ \t]+(?:N|S|E|W|NE|NW|SE|SW)\.?(?![\w]))?",
-    re.I,
+    rf"(?<![\w])\d{{1,6}}[A-Za-z]?(?:[ \t]+{_CAP_WORD}){{1,5}}[ \t]+(?i:{_EN_STREET_TYPES})\.?(?![\w])"
+    rf"(?:[ \t]+(?:N|S|E|W|NE|NW|SE|SW)\.?(?![\w]))?"
 )
 _CONTINENTAL_LINE = re.compile(
     rf"(?<![\w])(\d{{1,6}}[ \t]+)?(?:{_WORD}[ \t]+){{0,4}}{_WORD}[ \t]+\d{{1,5}}[A-Za-z]?\.?(?![\w])"
@@ -59,8 +59,18 @@ _BLOCK_LINE = re.compile(
 _WORD_RE = re.compile(_WORD)
 _US_SUFFIXES = "|".join(sorted(set(en_US_address.street_suffixes)))
 _NAMED_STREET = re.compile(rf"(?<![\w])(?:[A-Z][\w'’.-]*[ \t]+){{1,3}}(?:{_US_SUFFIXES})(?:[ \t]+St\.?)?(?![\w])")
+_TOWN_ONLY = re.compile(r",\s*((?:[^\W\d_][\w'’.-]*)(?:\s[^\W\d_][\w'’.-]*){0,3})")
+_CORNER = re.compile(
+    r"(?:(?i:the corner of)\s+|(?<=\bat )|(?<=\bto )|(?<=: ))([^\n.,;:]{2,50}?\d*\.?)\s+and\s+([^\n,;?!.]{2,40}?)(?=[.,;?!]|\n|$)"
+)
+_UNIT_WORDS = lexicon.words("apt apartment suite ste unit flat room rm floor fl bldg building box psc no")
+# Street types written in lower case inside a street name ("Piroska u. 97.", "Csabai kapu 39.").
+_LOWER_STREET_TYPES = lexicon.words(
+    "u. utca út tér körút sor köz kapu ulica ul. al. aleja rua rue via viale calle avenida strada str str. vej gade "
+    "gata gatan straße strasse weg laan plein ulitsa pr. prospekt"
+)
 _TAIL_WORDS = lexicon.words("nan de del do da dos das di la le nad pod am an der")
-_HOUSE_NUMBER = re.compile(r"(?<=[ \t])\d{1,5}[A-Za-z]?\.?(?![\w])")
+_HOUSE_NUMBER = re.compile(r"(?<=[ \t])\d{1,5}(?:[A-Z]|[a-z](?![a-z]))?\.?(?![\w])")
 _LEADING_NUMBER = re.compile(r"(?<![\w])\d{1,6}[ \t]+")
 _TAIL_PIECE = re.compile(rf"[ ,]+({_UNIT}|\d{{3,6}}(?:-\d{{3,4}})?|{_WORD})")
 
@@ -74,12 +84,13 @@ class AddressRecognizer(Recognizer):
 
     def __init__(self) -> None:
         self._street_words = lexicon.street_words()
+        self._common = lexicon.common_words()
         self._places = lexicon.places()
 
     def _is_street(self, words: list[str]) -> bool:
         for word in words:
             key = word.casefold().rstrip(".")
-            if key in self._street_words:
+            if key in self._street_words or word.casefold() in _LOWER_STREET_TYPES or key in _LOWER_STREET_TYPES:
                 return True
             if any(key.endswith(s) for s in ("vej", "gatan", "gata", "straße", "strasse", "weg", "laan", "utca",
                                                "katu", "tie", "gade", "veien", "vegen", "stien", "ulica", "straat",
@@ -90,12 +101,16 @@ class AddressRecognizer(Recognizer):
     def _street_lines(self, text: str) -> list[tuple[int, int, float]]:
         spans = []
         for m in _EN_LINE.finditer(text):
-            spans.append((m.start(), m.end(), 0.8))
+            lead = _LEADING_NUMBER.search(text, max(0, m.start() - 8), m.start())
+            start = lead.start() if lead is not None and lead.end() == m.start() else m.start()
+            spans.append((start, m.end(), 0.8))
         # Continental lines end in a house number: look back from every number over up to five words.
         for num in _HOUSE_NUMBER.finditer(text):
             line_start = text.rfind("\n", 0, num.start()) + 1
             words = list(_WORD_RE.finditer(text, line_start, num.start()))[-5:]
             words = [w for w in words if not text[w.end() : num.start()].strip(" \t").count(",")]
+            if words and words[-1].group().casefold().rstrip(".") in _UNIT_WORDS:
+                continue  # "Apt. 595" is a unit, not a street
             first = None
             for k in range(len(words)):
                 chunk = words[k:]
@@ -103,6 +118,8 @@ class AddressRecognizer(Recognizer):
                 if not gaps_ok or text[chunk[-1].end() : num.start()] not in (" ", "\t"):
                     continue
                 names = [w.group() for w in chunk]
+                if not all(self._street_part(w) for w in names):
+                    continue
                 if self._is_street(names) or (names[0][:1].isupper() and self._house_before(text, chunk[0].start())):
                     first = chunk[0].start()
                     break
@@ -112,6 +129,13 @@ class AddressRecognizer(Recognizer):
             start = lead.start() if lead is not None and lead.end() == first else first
             spans.append((start, num.end(), 0.8 if self._is_street([w.group() for w in words]) else 0.7))
         return spans
+
+    def _street_part(self, word: str) -> bool:
+        """A word that can be part of a street name: capitalised, a particle, or a street type ("utca", "u.")."""
+        key = word.casefold()
+        if word[:1].isupper() or key in _TAIL_WORDS or key in _LOWER_STREET_TYPES:
+            return True
+        return key.rstrip(".") in self._street_words and key not in self._common
 
     @staticmethod
     def _house_before(text: str, position: int) -> bool:
@@ -149,7 +173,7 @@ class AddressRecognizer(Recognizer):
             place = m.group(1).strip(" ,")
             p_start = start + body.index(place) if place else start
             if place and place.casefold() != "nan":
-                out.append(Finding(t.LOCATION, p_start, p_start + len(place), 0.7, self.name))
+                out.append(Finding(t.LOCATION, p_start, p_start + len(place), 0.75, self.name))
             out.append(Finding(t.STREET_ADDRESS, start + m.start(2), start + m.end(2), 0.7, self.name))
             return out
         if re.fullmatch(r"\d{4,6}", body):
@@ -158,7 +182,7 @@ class AddressRecognizer(Recognizer):
             piece = part.group().strip()
             if piece and piece.casefold() != "nan" and not re.fullmatch(r"[A-Z]{2}", piece):
                 p_start = start + part.start() + part.group().index(piece)
-                out.append(Finding(t.LOCATION, p_start, p_start + len(piece), 0.7, self.name))
+                out.append(Finding(t.LOCATION, p_start, p_start + len(piece), 0.75, self.name))
         return out
 
     def find(self, text: str, language: str) -> list[Finding]:
@@ -167,6 +191,15 @@ class AddressRecognizer(Recognizer):
             line_start = text.rfind("\n", 0, start) + 1
             inline = bool(text[line_start:start].strip(" >\t?:"))
             block = self._block_lines(text, self._line_tail(text, end))
+            tail = text[end : self._line_tail(text, end)]
+            town = _TOWN_ONLY.fullmatch(tail)
+            head = re.match(r"(\d{1,6})\s+(?=\S*\D)", text[start:end])
+            if inline and not block and town and head and not _EN_LINE.fullmatch(text[start:end]):
+                # "lives at 5049 Harjukuja 54, SEINÄJOKI": house number, street and town, as a form would split them.
+                out.append(Finding(t.STREET_ADDRESS, start, start + len(head.group(1)), 0.8, self.name))
+                out.append(Finding(t.STREET_ADDRESS, start + head.end(), end, 0.9, self.name))
+                out.append(Finding(t.LOCATION, end + town.start(1), end + town.end(1), 0.8, self.name))
+                continue
             if inline or not block:
                 # Inside a sentence, the address is one span over its whole block.
                 last = block[-1][1] if block else self._line_tail(text, end)
@@ -189,11 +222,24 @@ class AddressRecognizer(Recognizer):
                 out.extend(self._components(text, b_start, b_end))
         for m in _UNIT_RE.finditer(text):
             out.append(Finding(t.STREET_ADDRESS, m.start(), m.end(), 0.6, self.name))
+        out.extend(self._intersections(text))
         for m in _NAMED_STREET.finditer(text):
             out.append(Finding(t.STREET_ADDRESS, m.start(), m.end(), 0.5, self.name))
         for regex in (_BOX_RE, _MILITARY_RE):
             for m in regex.finditer(text):
                 out.append(Finding(t.STREET_ADDRESS, m.start(), m.end(), 0.8, self.name))
+        return out
+
+    def _intersections(self, text: str) -> list[Finding]:
+        """"the corner of Beiteveien 2 and Sieda Radial": one place, named by two streets."""
+        out = []
+        for m in _CORNER.finditer(text):
+            sides = (m.group(1), m.group(2))
+            if any(re.search(r"\d", x) or self._is_street(_WORD_RE.findall(x)) for x in sides):
+                end = m.end()
+                while text[end - 1] in ".,;:!? ":
+                    end -= 1
+                out.append(Finding(t.STREET_ADDRESS, m.start(), end, 0.97, self.name))
         return out
 
     def _line_tail(self, text: str, end: int) -> int:

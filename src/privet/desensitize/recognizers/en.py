@@ -112,6 +112,8 @@ _DATE_SHAPE = re.compile(r"^(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}
 def phone_valid(value: str) -> bool:
     """7 to 15 digits, not shaped like a date, and possible for its country when it has a country code."""
     digits = re.sub(r"\D", "", value.split("x")[0].split("ext")[0])
+    if value.isdigit() and len(value) > 11:  # an unbroken run this long is an order or a timestamp, not a phone
+        return False
     if not 7 <= len(digits) <= 15 or len(set(digits)) == 1 or _DATE_SHAPE.match(value.strip()):
         return False
     if value.lstrip().startswith("+"):
@@ -181,6 +183,7 @@ PATTERNS: tuple[Pattern, ...] = (
         t.CREDIT_CARD,
         _NUM_START + r"(?<![0-9][ -])(?:\d[ -]?){11,18}\d" + _NUM_END + r"(?![ -][0-9])",
         0.85,
+        languages=("en",),  # Chinese text has CN_BANK_CARD, which knows the same networks
         validate=card_valid,
         context=("card", "credit", "visa", "mastercard", "amex", "debit", "cc", "payment"),
         context_boost=0.15,
@@ -216,6 +219,7 @@ PATTERNS: tuple[Pattern, ...] = (
         r"(?<![\w+/.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){1,4}"
         r"(?:\s?(?:x|ext\.?|extension)\s?\d{1,5})?(?![\w/]|[.-]\d)",
         0.4,
+        languages=("en",),  # Chinese text has CN_MOBILE and CN_LANDLINE
         validate=phone_valid,
         context=("phone", "call", "tel", "mobile", "cell", "fax", "number", "contact", "reach", "dial", "text me"),
         context_boost=0.45,
@@ -250,7 +254,7 @@ PATTERNS: tuple[Pattern, ...] = (
     Pattern(
         "weekday",
         t.DATE_TIME,
-        rf"(?<![\w])(?:{_WEEKDAYS})(?:\s+(?:morning|afternoon|evening|night))?(?![\w])",
+        rf"(?<![\w])(?:{_WEEKDAYS})(?![\w])",
         0.6,
         flags=re.I,
     ),

@@ -23,7 +23,7 @@ _ORG_SUFFIXES = lexicon.words(
     "inc inc. llc llc. ltd ltd. corp corp. corporation co. company group plc gmbh ag sa s.a. bank university "
     "institute foundation systems technologies technology solutions partners holdings labs industries enterprises "
     "associates consulting international services networks software media capital ventures pharmaceuticals "
-    "hospital clinic agency orchestra association analytics insurance airlines motors energy logistics "
+    "hospital clinic agency association analytics insurance airlines motors energy logistics "
     "communications trust fund council society college school academy ministry department club"
 )
 _PERSON_CONTEXT = (
@@ -39,6 +39,7 @@ _PLACE_CONTEXT = (
 _EMPLOYER_CONTEXT = (
     "work for", "works for", "worked for", "working for", "work at", "works at", "worked at", "working at",
     "joined", "employed by", "employee of", "ceo of", "company", "support", "according to the", "at", "for",
+    "address of", "later became",
 )  # fmt: skip
 _JOB_CONTEXT = ("as a", "as an", "as ", "work as", "job", "position", "title", "occupation", "profession", "role")
 _JOB_HEADS = (
@@ -67,7 +68,13 @@ _NOT_NAMES = lexicon.words(
     "hi hello hey dear thanks thank regards date user bot info fax phone email address name title re fw subject "
     "note notes dr mr mrs ms sir madam yes no ok okay please sorry"
 )
+_CONTRACTION = re.compile(r"['’](?:m|s|re|ll|ve|d|t)$")
 _LOCATIVE = (" in", " from", " to", " at", " near")
+_ORG_BEFORE_CONTEXT = re.compile(
+    r"(?<![\w])((?:[A-Z][\w'’&.-]*)(?: (?:[A-Z][\w'’&.-]*|And|and|of|&))*?)"
+    r"(?= (?:office|is the brainchild|is a design agency|is an? [\w ]*(?:company|firm|bank|agency|corporation|startup)"
+    r"|is a 501|website|resignation|employees|headquarters|was founded|is hiring|stock|shares|customers)\b)"
+)
 _PERSON_VERBS = lexicon.words(
     "is was has had lives lived spent will would shouted said says told asked and or wrote sang founded "
     "joined works worked met called"
@@ -123,7 +130,9 @@ def _automaton(words: frozenset[str]) -> ahocorasick.Automaton:
 
 
 def _is_word_boundary(text: str, start: int, end: int) -> bool:
-    return (start == 0 or not text[start - 1].isalnum()) and (end == len(text) or not text[end].isalnum())
+    return (start == 0 or not (text[start - 1].isalnum() or text[start - 1] in "'’")) and (
+        end == len(text) or not (text[end].isalnum() or text[end] in "'’")
+    )
 
 
 def _context(lower: str, start: int, end: int, words: tuple[str, ...], before: int = 24, after: int = 0) -> bool:
@@ -224,6 +233,9 @@ class EnglishEntityRecognizer(Recognizer):
                 )
             ):
                 j += 1
+            run = tokens[i : j + 1]
+            if any(len(x.key) == 1 for x in run) or (tok.upper and j == i and len(tok.key) <= 3):
+                continue  # "from Faina D. Yefremova" is a person; "in ATM" an acronym
             out.append(Finding(t.LOCATION, tok.start, tokens[j].end, 0.55, self.name))
         return out
 
@@ -246,10 +258,21 @@ class EnglishEntityRecognizer(Recognizer):
             return False
         if first.upper and j - i == 1:
             return False
+        if self._title_case_line(text, first.start):
+            return False  # a headline or a list of genres, where every word is capitalised
         if not first.sentence_start:
             return True
         follower = tokens[j].key if j < len(tokens) else ""
         return follower in _PERSON_VERBS or text[tokens[j - 1].end : tokens[j - 1].end + 2] in ("'s", "’s")
+
+    @staticmethod
+    def _title_case_line(text: str, position: int) -> bool:
+        start = text.rfind("\n", 0, position) + 1
+        end = text.find("\n", position)
+        words = re.findall(r"[^\W\d_]+", text[start : len(text) if end < 0 else end])
+        if len(words) < 4:
+            return False
+        return sum(w[0].isupper() for w in words) >= 0.7 * len(words)
 
     def _lists(self, text: str) -> list[Finding]:
         """Every capitalised item of a list in which most items are known first names is a person."""
@@ -268,6 +291,8 @@ class EnglishEntityRecognizer(Recognizer):
         After "my name is" a lower-case name counts when the dictionaries know it.
         """
         if not tok.cap and not (strong and (tok.key in self._first or tok.key in self._last)):
+            return False
+        if _CONTRACTION.search(tok.key):
             return False
         if tok.key in self._common or tok.key in _NOT_NAMES:
             return tok.key in self._first and not tok.sentence_start and tok.key not in _NOT_NAMES
@@ -372,6 +397,11 @@ class EnglishEntityRecognizer(Recognizer):
             while j + 1 < n and tokens[j + 1].cap and text[tokens[j].end : tokens[j + 1].start] == " ":
                 j += 1
             out.append(Finding(t.ORGANIZATION, tok.start, tokens[j].end, 0.45, self.name))
+        # A capitalised run followed by what is said of firms ("X is the brainchild of", "the X office").
+        for m in _ORG_BEFORE_CONTEXT.finditer(text):
+            run = m.group(1)
+            if not any(w.casefold() in self._first or w.casefold() in self._places for w in run.split()):
+                out.append(Finding(t.ORGANIZATION, m.start(1), m.end(1), 0.55, self.name))
         return out
 
     def find(self, text: str, language: str) -> list[Finding]:

@@ -61,7 +61,16 @@ _US_SUFFIXES = "|".join(sorted(set(en_US_address.street_suffixes)))
 _NAMED_STREET = re.compile(rf"(?<![\w])(?:[A-Z][\w'’.-]*[ \t]+){{1,3}}(?:{_US_SUFFIXES})(?:[ \t]+St\.?)?(?![\w])")
 _TOWN_ONLY = re.compile(r",\s*((?:[^\W\d_][\w'’.-]*)(?:\s[^\W\d_][\w'’.-]*){0,3})")
 _CORNER = re.compile(
-    r"(?:(?i:the corner of)\s+|(?<=\bat )|(?<=\bto )|(?<=: ))([^\n.,;:]{2,50}?\d*\.?)\s+and\s+([^\n,;?!.]{2,40}?)(?=[.,;?!]|\n|$)"
+    r"(?:(?i:the corner of)\s+([^\n.,;:]{2,50}?\d*\.?)"
+    r"|(?:(?<=\bat )|(?<=\bto )|(?<=: ))([A-Z0-9][^\n.,;:]{1,49}?\d*\.?))"
+    r"\s+and\s+([^\n,;?!.]{2,40}?)(?=[.,;?!]|\n|$)"
+)
+# Streets named after their type: "62 Rue Gafsa", "1610 ul. Zakrzowska", "Avenida de la Paz".
+_PREFIX_LINE = re.compile(
+    rf"(?<![\w])\d{{1,6}}[ \t]+(?:Rue|rue|Rua|rua|Rúa|Via|Viale|Calle|Carrer|C/|Avenida|Avda\.|Avenue|Av\.|Avinguda|"
+    rf"Paseo|Strada|Str\.|ul\.|al\.|Boulevard|Bd\.?|Place|Pl\.|Largo|Travessa|Praça)"
+    rf"(?:[ \t]+(?:{_WORD}|\d{{1,5}}))"
+    rf"(?:[ \t]+(?:[A-Z][\w'’.-]*|de|del|da|do|dos|das|la|le|les|des|di|dei|della|du|e|y|\d{{1,5}}))*"
 )
 _UNIT_WORDS = lexicon.words("apt apartment suite ste unit flat room rm floor fl bldg building box psc no")
 # Street types written in lower case inside a street name ("Piroska u. 97.", "Csabai kapu 39.").
@@ -104,6 +113,8 @@ class AddressRecognizer(Recognizer):
             lead = _LEADING_NUMBER.search(text, max(0, m.start() - 8), m.start())
             start = lead.start() if lead is not None and lead.end() == m.start() else m.start()
             spans.append((start, m.end(), 0.8))
+        for m in _PREFIX_LINE.finditer(text):
+            spans.append((m.start(), m.end(), 0.8))
         # Continental lines end in a house number: look back from every number over up to five words.
         for num in _HOUSE_NUMBER.finditer(text):
             line_start = text.rfind("\n", 0, num.start()) + 1
@@ -231,10 +242,10 @@ class AddressRecognizer(Recognizer):
         return out
 
     def _intersections(self, text: str) -> list[Finding]:
-        """"the corner of Beiteveien 2 and Sieda Radial": one place, named by two streets."""
+        """ "the corner of Beiteveien 2 and Sieda Radial": one place, named by two streets."""
         out = []
         for m in _CORNER.finditer(text):
-            sides = (m.group(1), m.group(2))
+            sides = (m.group(1) or m.group(2), m.group(3))
             if any(re.search(r"\d", x) or self._is_street(_WORD_RE.findall(x)) for x in sides):
                 end = m.end()
                 while text[end - 1] in ".,;:!? ":

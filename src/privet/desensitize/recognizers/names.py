@@ -31,7 +31,9 @@ _PERSON_CONTEXT = (
     "by ", "i am", "i'm", "call me", "son", "daughter", "wife", "husband", "mother", "father", "brother", "sister",
     "kid", "friend", "name on", "user:", "spoke to", "met", "told", "asked", "signed", "author", "contact",
 )  # fmt: skip
-_STRONG_PERSON_CONTEXT = ("name is", "name:", "named", "name on the account", "last name?", "first name?", "user:")
+_STRONG_PERSON_CONTEXT = (
+    "name is", "name:", "named", "name on the account", "last name?", "first name?", "your name?", "user:",
+)  # fmt: skip
 _PLACE_CONTEXT = (
     "from ", "in ", "to ", "at ", "near", "visit", "moved", "live", "city", "country", "born in", "flew", "travel",
     "located", "based in", "capital",
@@ -69,11 +71,16 @@ _NOT_NAMES = lexicon.words(
     "note notes dr mr mrs ms sir madam yes no ok okay please sorry"
 )
 _CONTRACTION = re.compile(r"['’](?:m|s|re|ll|ve|d|t)$")
+_JOB_WORDS = frozenset(_JOB_HEADS.split("|"))
+_SPEAKER = re.compile(r"(?m)^[ \t>]*([^\W\d_][\w'’-]+)[ \t]*:(?=[ \t]*\S)")
+_NAME_LINE = re.compile(r"(?m)^[ \t>]*((?:[^\W\d_][\w'’-]*\.?[ \t]+){1,3}[^\W\d_][\w'’-]+)[ \t]*$")
+_LINE_BODY = re.compile(r"(?m)^[ \t>?]*(.*?)[ \t]*$")
 _LOCATIVE = (" in", " from", " to", " at", " near")
 _ORG_BEFORE_CONTEXT = re.compile(
-    r"(?<![\w])((?:[A-Z][\w'’&.-]*)(?: (?:[A-Z][\w'’&.-]*|And|and|of|&))*?)"
+    r"(?<![\w])(?:The )?((?:[A-Z][\w'’&.-]*)(?: (?:[A-Z][\w'’&.-]*|And|and|of|&))*?)(?: Orchestra)?"
     r"(?= (?:office|is the brainchild|is a design agency|is an? [\w ]*(?:company|firm|bank|agency|corporation|startup)"
     r"|is a 501|website|resignation|employees|headquarters|was founded|is hiring|stock|shares|customers)\b)"
+    r"|(?<=address of )([A-Z][\w'’&.-]*(?: [A-Z][\w'’&.-]*){0,3})(?= is )"
 )
 _PERSON_VERBS = lexicon.words(
     "is was has had lives lived spent will would shouted said says told asked and or wrote sang founded "
@@ -186,6 +193,8 @@ class EnglishEntityRecognizer(Recognizer):
                 continue
             key = lower[start:end]
             score = 0.75 if key in self._countries else 0.55
+            if key in self._first and not lower[max(0, start - 6) : start].rstrip().endswith(_LOCATIVE):
+                score -= 0.2  # "leave me Victoria": a first name unless a preposition makes it a place
             if text[start:end].isupper() and len(key) > 3:
                 score += 0.1
             if _context(lower, start, end, _PLACE_CONTEXT, before=12):
@@ -266,13 +275,40 @@ class EnglishEntityRecognizer(Recognizer):
         return follower in _PERSON_VERBS or text[tokens[j - 1].end : tokens[j - 1].end + 2] in ("'s", "’s")
 
     @staticmethod
+    def _shouting(text: str, position: int) -> bool:
+        start = text.rfind("\n", 0, position) + 1
+        end = text.find("\n", position)
+        letters = [c for c in text[start : len(text) if end < 0 else end] if c.isalpha()]
+        return len(letters) > 12 and sum(c.isupper() for c in letters) > 0.8 * len(letters)
+
+    @staticmethod
     def _title_case_line(text: str, position: int) -> bool:
         start = text.rfind("\n", 0, position) + 1
         end = text.find("\n", position)
-        words = re.findall(r"[^\W\d_]+", text[start : len(text) if end < 0 else end])
+        words = [w for w in re.findall(r"\S+", text[start : len(text) if end < 0 else end]) if w[0].isalpha()]
         if len(words) < 4:
             return False
         return sum(w[0].isupper() for w in words) >= 0.7 * len(words)
+
+    def _speakers_and_name_lines(self, text: str) -> list[Finding]:
+        """Dialogue speakers ("Vinka: What a wife.") and lines that hold only a name (letter heads, forms)."""
+        out = []
+        for m in _SPEAKER.finditer(text):
+            key = m.group(1).casefold()
+            if key in self._common or key in _NOT_NAMES or m.group(1).isupper():
+                continue
+            rest = text[m.end() : text.find("\n", m.end()) if "\n" in text[m.end() :] else len(text)].strip()
+            if key in self._first or key in self._last or rest[:1] in "\"“'" or rest[-1:] in '.?!"”':
+                out.append(Finding(t.PERSON, m.start(1), m.end(1), 0.5, self.name))
+        for m in _NAME_LINE.finditer(text):
+            words = [w.rstrip(".") for w in m.group(1).split()]
+            keys = [w.casefold() for w in words]
+            if not all(w[:1].isupper() for w in words) or any(k in self._common or k in _NOT_NAMES for k in keys):
+                continue
+            if any(k in _ORG_SUFFIXES or k in _JOB_WORDS for k in keys) or words[0].isupper():
+                continue
+            out.append(Finding(t.PERSON, m.start(1), m.end(1), 0.45, self.name))
+        return out
 
     def _lists(self, text: str) -> list[Finding]:
         """Every capitalised item of a list in which most items are known first names is a person."""
@@ -292,13 +328,13 @@ class EnglishEntityRecognizer(Recognizer):
         """
         if not tok.cap and not (strong and (tok.key in self._first or tok.key in self._last)):
             return False
-        if _CONTRACTION.search(tok.key):
+        if _CONTRACTION.search(tok.key) or tok.key in _JOB_WORDS:
             return False
         if tok.key in self._common or tok.key in _NOT_NAMES:
-            return tok.key in self._first and not tok.sentence_start and tok.key not in _NOT_NAMES
+            return tok.cap and tok.key in self._first and not tok.sentence_start and tok.key not in _NOT_NAMES
         return not (tok.text == "I" and tok.sentence_start)
 
-    def _people(self, text: str, lower: str, tokens: list[_Token]) -> list[Finding]:
+    def _people(self, text: str, lower: str, tokens: list[_Token], caseless: bool) -> list[Finding]:
         out = []
         i = 0
         n = len(tokens)
@@ -315,7 +351,7 @@ class EnglishEntityRecognizer(Recognizer):
             if tok.key in self._places and lower[max(0, tok.start - 6) : tok.start].rstrip().endswith(_LOCATIVE):
                 i += 1
                 continue
-            if not self._name_like(tok, strong) or tok.key in self._honorifics:
+            if not self._name_like(tok, strong or caseless) or tok.key in self._honorifics:
                 i += 1
                 continue
             # Grow a run of adjacent name-like tokens on one line ("Ravil G Yefimov", "Maika van de Noort").
@@ -326,22 +362,32 @@ class EnglishEntityRecognizer(Recognizer):
                 if gap not in (" ", ". ", "") or tokens[j - 1].end == cur.start:
                     break
                 is_particle = cur.key in lexicon.NAME_PARTICLES and j + 1 < n and tokens[j + 1].cap
+                if len(cur.key) == 1 and cur.text[:1].isalpha() and j + 1 < n and (cur.cap or caseless):
+                    is_particle = text[tokens[j + 1].start - 1] == " "  # a middle initial: "Hanne I. Kreutzmann"
                 is_pronoun = cur.text == "I" and (
                     j + 1 >= n or not tokens[j + 1].cap or text[cur.end : cur.end + 1] in "'’"
                 )
-                if is_pronoun or not (is_particle or self._name_like(cur, strong)):
+                if is_pronoun or not (is_particle or self._name_like(cur, strong or caseless)):
                     break
                 if cur.key in self._places and not self._name_score(cur):
                     break
                 j += 1
             run = tokens[i:j]
+            if caseless and not strong and not run[0].cap and (len(run) < 2 or run[0].key not in self._first):
+                i = j
+                continue  # in lower-case text only "first-name surname" pairs are taken without context
             scores = [self._name_score(x) for x in run]
             known = sum(1 for x in scores if x)
             start, end = run[0].start, run[-1].end
             if text[end - 1] == "." and len(run[-1].key) > 1:
                 end -= 1
+            solid = sum(1 for x, sc in zip(run, scores, strict=True) if sc and x.key not in self._common)
             if strong:
                 score = 0.85
+            elif (known and not solid) or (run[0].upper and self._shouting(text, run[0].start)):
+                score = 0.0  # only everyday words ("My", "Will") or a capitalised shout vouch for it
+            elif not solid and self._title_case_line(text, start):
+                score = 0.0
             elif len(run) >= 2 and known >= 1:
                 score = 0.85 if known >= 2 else 0.7
             elif known:
@@ -399,9 +445,25 @@ class EnglishEntityRecognizer(Recognizer):
             out.append(Finding(t.ORGANIZATION, tok.start, tokens[j].end, 0.45, self.name))
         # A capitalised run followed by what is said of firms ("X is the brainchild of", "the X office").
         for m in _ORG_BEFORE_CONTEXT.finditer(text):
-            run = m.group(1)
-            if not any(w.casefold() in self._first or w.casefold() in self._places for w in run.split()):
-                out.append(Finding(t.ORGANIZATION, m.start(1), m.end(1), 0.55, self.name))
+            group = 1 if m.group(1) else 2
+            if not any(w.casefold() in self._first or w.casefold() in self._places for w in m.group(group).split()):
+                out.append(Finding(t.ORGANIZATION, m.start(group), m.end(group), 0.75, self.name))
+        out.extend(self._letterhead_firms(text))
+        return out
+
+    def _letterhead_firms(self, text: str) -> list[Finding]:
+        """The line between a name line and an address line of a letter head or a signature is the employer."""
+        lines = [(m.start(1), m.end(1), m.group(1)) for m in _LINE_BODY.finditer(text)]
+        lines = [x for x in lines if x[2]]
+        out = []
+        for (_, _, before), (start, end, body), (_, _, after) in zip(lines, lines[1:], lines[2:], strict=False):
+            heads_address = after[:1].isdigit() or after.lower().startswith(("unit", "psc"))
+            if not (_NAME_LINE.fullmatch(before) and heads_address):
+                continue
+            if body.split()[0].casefold() in self._first or body == before:
+                continue  # a second name line, not the employer
+            if len(body.split()) <= 5 and not any(c.isdigit() for c in body):
+                out.append(Finding(t.ORGANIZATION, start, end, 0.6, self.name))
         return out
 
     def find(self, text: str, language: str) -> list[Finding]:
@@ -409,8 +471,12 @@ class EnglishEntityRecognizer(Recognizer):
         if len(lower) != len(text):
             lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
         tokens = _tokens(text)
+        # In a document written all in lower case, capitals say nothing: known names count without them.
+        uppers = sum(c.isupper() for c in text)
+        caseless = uppers * 50 < sum(c.isalpha() for c in text)
         return [
-            *self._people(text, lower, tokens),
+            *self._people(text, lower, tokens, caseless),
+            *self._speakers_and_name_lines(text),
             *self._places_found(text, lower),
             *self._organisations(text, lower, tokens),
             *self._jobs_found(text, lower),

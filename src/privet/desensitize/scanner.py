@@ -23,6 +23,9 @@ _BASE_FLAGS = (
 )
 
 
+_SUPPORTED_FLAGS = re.IGNORECASE | re.DOTALL | re.MULTILINE
+
+
 def _hs_flags(flags: int) -> int:
     out = _BASE_FLAGS
     if flags & re.IGNORECASE:
@@ -41,6 +44,12 @@ class Scanner:
         self.patterns = tuple(patterns)
         self._compiled = []
         for pattern in self.patterns:
+            if pattern.flags & ~_SUPPORTED_FLAGS:
+                # Hyperscan would read the expression differently (e.g. VERBOSE whitespace) and silently miss.
+                raise UsageError(
+                    f"pattern {pattern.name!r} uses regular-expression flags the scanner does not support",
+                    "Use only re.IGNORECASE, re.DOTALL and re.MULTILINE (inline (?i) groups work too).",
+                )
             try:
                 self._compiled.append(re.compile(pattern.regex, pattern.flags))
             except re.error as exc:

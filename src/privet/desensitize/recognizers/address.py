@@ -72,6 +72,11 @@ _PREFIX_LINE = re.compile(
     rf"(?:[ \t]+(?:{_WORD}|\d{{1,5}}))"
     rf"(?:[ \t]+(?:[A-Z][\w'’.-]*|de|del|da|do|dos|das|la|le|les|des|di|dei|della|du|e|y|\d{{1,5}}))*"
 )
+# "2 March 2021" has the shape of a street line; months and weekdays are never street names on their own.
+_CALENDAR = lexicon.words(
+    "january february march april may june july august september october november december jan feb mar apr jun "
+    "jul aug sep sept oct nov dec monday tuesday wednesday thursday friday saturday sunday"
+)
 _UNIT_WORDS = lexicon.words("apt apartment suite ste unit flat room rm floor fl bldg building box psc no")
 # Street types written in lower case inside a street name ("Piroska u. 97.", "Csabai kapu 39.").
 _LOWER_STREET_TYPES = lexicon.words(
@@ -79,7 +84,7 @@ _LOWER_STREET_TYPES = lexicon.words(
     "gata gatan straße strasse weg laan plein ulitsa pr. prospekt"
 )
 _TAIL_WORDS = lexicon.words("nan de del do da dos das di la le nad pod am an der")
-_HOUSE_NUMBER = re.compile(r"(?<=[ \t])\d{1,5}(?:[A-Z]|[a-z](?![a-z]))?\.?(?![\w])")
+_HOUSE_NUMBER = re.compile(r"(?<=[ \t])\d{1,5}(?:[A-Z]|[a-rt-z](?![a-z]))?\.?(?![\w])")  # not "70s"
 _LEADING_NUMBER = re.compile(r"(?<![\w])\d{1,6}[ \t]+")
 _TAIL_PIECE = re.compile(rf"[ ,]+({_UNIT}|\d{{3,6}}(?:-\d{{3,4}})?|{_WORD})")
 
@@ -129,7 +134,7 @@ class AddressRecognizer(Recognizer):
                 if not gaps_ok or text[chunk[-1].end() : num.start()] not in (" ", "\t"):
                     continue
                 names = [w.group() for w in chunk]
-                if not all(self._street_part(w) for w in names):
+                if not all(self._street_part(w) for w in names) or any(w.casefold() in _CALENDAR for w in names):
                     continue
                 if self._is_street(names) or (names[0][:1].isupper() and self._house_before(text, chunk[0].start())):
                     first = chunk[0].start()
@@ -144,8 +149,10 @@ class AddressRecognizer(Recognizer):
     def _street_part(self, word: str) -> bool:
         """A word that can be part of a street name: capitalised, a particle, or a street type ("utca", "u.")."""
         key = word.casefold()
-        if word[:1].isupper() or key in _TAIL_WORDS or key in _LOWER_STREET_TYPES:
+        if key in _TAIL_WORDS or key in _LOWER_STREET_TYPES:
             return True
+        if word[:1].isupper():
+            return key not in self._common or key in self._street_words
         return key.rstrip(".") in self._street_words and key not in self._common
 
     @staticmethod
@@ -216,7 +223,7 @@ class AddressRecognizer(Recognizer):
                 last = block[-1][1] if block else self._line_tail(text, end)
                 while last > start and text[last - 1] in ".,;:!? ":
                     last -= 1
-                out.append(Finding(t.STREET_ADDRESS, start, last, score + 0.15, self.name))
+                out.append(Finding(t.STREET_ADDRESS, start, last, min(score + 0.15, 0.94), self.name))
                 continue
             # At the head of a block (a form, a letter), each part of the address is its own span.
             head = re.match(r"(\d{1,6})\s+(?=\S*\D)", text[start:end])
@@ -250,7 +257,7 @@ class AddressRecognizer(Recognizer):
                 end = m.end()
                 while text[end - 1] in ".,;:!? ":
                     end -= 1
-                out.append(Finding(t.STREET_ADDRESS, m.start(), end, 0.97, self.name))
+                out.append(Finding(t.STREET_ADDRESS, m.start(), end, 0.945, self.name))
         return out
 
     def _line_tail(self, text: str, end: int) -> int:

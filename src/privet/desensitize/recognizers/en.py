@@ -189,10 +189,21 @@ PATTERNS: tuple[Pattern, ...] = (
         context_boost=0.15,
     ),
     Pattern(
+        "card_number_in_context",
+        t.CREDIT_CARD,
+        _NUM_START + r"(?<![0-9][ -])(?:\d[ -]?){11,18}\d" + _NUM_END + r"(?![ -][0-9])",
+        0.3,
+        languages=("en",),
+        validate=lambda v: luhn_valid(re.sub(r"[ -]", "", v)) and len(set(v)) > 2,
+        context=("card", "credit", "debit", "cc ", "visa", "mastercard", "amex", "jcb", "maestro"),
+        context_required=True,  # an unknown issuer range: only a Luhn-valid number the text calls a card
+        context_boost=0.3,
+    ),
+    Pattern(
         "iban",
         t.IBAN,
         r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}(?![A-Za-z0-9])",
-        0.95,
+        0.98,
         validate=iban_valid,
     ),
     Pattern(
@@ -311,6 +322,7 @@ PATTERNS: tuple[Pattern, ...] = (
         r"(?<![\w])[A-Z]{0,2}\d{6,9}(?![\w])",
         0.4,
         context=("passport",),
+        context_boost=0.55,  # above a phone number's "number" context
         context_required=True,
         context_window=30,
     ),
@@ -320,6 +332,7 @@ PATTERNS: tuple[Pattern, ...] = (
         r"(?<![\w-])(?:[A-Z]\d{3,14}|\d{7,12}|\d{3,4}-\d{2,3}-\d{3,4}|[A-Z]{1,2}\d{5,8}[A-Z]?)(?![\w-])",
         0.4,
         context=("driver", "driving", "licence", "license", "dl#", "dl #", "dl no"),
+        context_boost=0.55,
         context_required=True,
         context_window=30,
     ),

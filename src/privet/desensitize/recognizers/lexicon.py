@@ -6,16 +6,20 @@ Only Latin-script entries are kept for English documents. Entries that are every
 
 from __future__ import annotations
 
+import gzip
 import importlib
+import json
 import pkgutil
 import re
 from functools import cache
+from pathlib import Path
 from types import ModuleType
 
 import faker.providers.address
 import faker.providers.job
 import faker.providers.lorem.en_US
 import faker.providers.person
+import spellchecker
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 
@@ -88,6 +92,21 @@ def _strings(package: ModuleType, *attributes: str) -> set[str]:
 def common_words() -> frozenset[str]:
     """Everyday English words (case-folded) that a capitalised name or place must not be mistaken for."""
     return frozenset(w.casefold() for w in (*faker.providers.lorem.en_US.Provider.word_list, *ENGLISH_STOP_WORDS))
+
+
+# A word seen at least this often in pyspellchecker's English frequency list (subtitles and web text) is an
+# everyday word: "Battery" or "Wisdom" capitalised is more likely a title than an unknown surname. Common
+# surnames that are also rare words ("Becker": 94, "Garcia": 532) stay below it.
+ENGLISH_WORD_COUNT = 1000
+
+
+@cache
+def english_vocabulary() -> frozenset[str]:
+    """Everyday English words (case-folded), from the word-frequency list that ships with pyspellchecker."""
+    path = Path(spellchecker.__file__).parent / "resources" / "en.json.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        counts = json.load(handle)
+    return frozenset(w for w, n in counts.items() if n >= ENGLISH_WORD_COUNT and w.isalpha())
 
 
 @cache

@@ -68,13 +68,15 @@ _PLACE_PREPOSITIONS = (
 # Capitalised words at the start of lines and messages that name no one.
 _NOT_NAMES = lexicon.words(
     "hi hello hey dear thanks thank regards date user bot info fax phone email address name title re fw subject "
-    "note notes dr mr mrs ms sir madam yes no ok okay please sorry"
+    "note notes dr mr mrs ms sir madam yes no ok okay please sorry apt apartment suite unit box floor room street road "
+    "avenue lane"
 )
 _CONTRACTION = re.compile(r"['’](?:m|s|re|ll|ve|d|t)$")
 _JOB_WORDS = frozenset(_JOB_HEADS.split("|"))
 _SPEAKER = re.compile(r"(?m)^[ \t>]*([^\W\d_][\w'’-]+)[ \t]*:(?=[ \t]*\S)")
 _NAME_LINE = re.compile(r"(?m)^[ \t>]*((?:[^\W\d_][\w'’-]*\.?[ \t]+){1,3}[^\W\d_][\w'’-]+)[ \t]*$")
 _LINE_BODY = re.compile(r"(?m)^[ \t>?]*(.*?)[ \t]*$")
+_DETERMINER = re.compile(r"(?:^|\W)(?:the|a|an)\s+$")
 _LOCATIVE = (" in", " from", " to", " at", " near")
 _ORG_BEFORE_CONTEXT = re.compile(
     r"(?<![\w])(?:The )?((?:[A-Z][\w'’&.-]*)(?: (?:[A-Z][\w'’&.-]*|And|and|of|&))*?)(?: Orchestra)?"
@@ -158,6 +160,7 @@ class EnglishEntityRecognizer(Recognizer):
         self._first = lexicon.first_names()
         self._last = lexicon.last_names()
         self._common = lexicon.common_words()
+        self._vocabulary = lexicon.english_vocabulary()
         self._places = lexicon.places()
         self._countries = lexicon.countries()
         self._honorifics = frozenset(lexicon.HONORIFICS)
@@ -193,7 +196,11 @@ class EnglishEntityRecognizer(Recognizer):
                 continue
             key = lower[start:end]
             score = 0.75 if key in self._countries else 0.55
-            if key in self._first and not lower[max(0, start - 6) : start].rstrip().endswith(_LOCATIVE):
+            if (
+                key in self._first
+                and key not in self._countries
+                and not lower[max(0, start - 6) : start].rstrip().endswith(_LOCATIVE)
+            ):
                 score -= 0.2  # "leave me Victoria": a first name unless a preposition makes it a place
             if text[start:end].isupper() and len(key) > 3:
                 score += 0.1
@@ -229,6 +236,8 @@ class EnglishEntityRecognizer(Recognizer):
         for i, tok in enumerate(tokens):
             if not tok.cap or tok.key in self._common or tok.key in self._honorifics or tok.key in self._first:
                 continue
+            if tok.key in self._vocabulary and tok.key not in self._places:
+                continue
             prefix = lower[max(0, tok.start - 14) : tok.start].rstrip()
             if not any(prefix.endswith(p) for p in _PLACE_PREPOSITIONS):
                 continue
@@ -263,7 +272,9 @@ class EnglishEntityRecognizer(Recognizer):
     def _proper_noun(self, text: str, tokens: list[_Token], i: int, j: int) -> bool:
         """An unknown capitalised run that reads as a name: not a common word, not an all-caps acronym."""
         first = tokens[i]
-        if any(tok.key in self._common or tok.key in self._places for tok in tokens[i:j]):
+        if any(
+            tok.key in self._common or tok.key in self._places or tok.key in self._vocabulary for tok in tokens[i:j]
+        ):
             return False
         if first.upper and j - i == 1:
             return False
@@ -396,6 +407,8 @@ class EnglishEntityRecognizer(Recognizer):
                 score = 0.3
             else:
                 score = 0.0
+            if score == 0.3 and _DETERMINER.search(lower, max(0, start - 5), start):
+                score = 0.0  # "the Devil", "a Shadow": a determiner rarely comes before a person's name
             if score and _context(lower, start, end, _PERSON_CONTEXT, before=16, after=0):
                 score = min(0.95, score + 0.2)
             if score >= 0.2:
@@ -435,9 +448,16 @@ class EnglishEntityRecognizer(Recognizer):
         for i, tok in enumerate(tokens):
             if not tok.cap or tok.sentence_start or tok.key in self._common or tok.key in self._honorifics:
                 continue
-            if tok.key in self._first or tok.key in self._last or tok.key in self._places:
+            if (
+                tok.key in self._first
+                or tok.key in self._last
+                or tok.key in self._places
+                or tok.key in self._vocabulary
+            ):
                 continue
             if not _context(lower, tok.start, tok.start, _EMPLOYER_CONTEXT, before=12):
+                continue
+            if self._shouting(text, tok.start) or self._title_case_line(text, tok.start):
                 continue
             j = i
             while j + 1 < n and tokens[j + 1].cap and text[tokens[j].end : tokens[j + 1].start] == " ":

@@ -22,10 +22,20 @@ class DenyTerm:
     entity: str
 
 
-def _has_context(lower: str, start: int, end: int, words: Sequence[str], window: int) -> bool:
-    before = lower[max(0, start - window) : start]
-    after = lower[end : end + window]
-    return any(w in before or w in after for w in words)
+def _context_regex(words: Sequence[str]) -> re.Pattern[str]:
+    """Context words match whole words ("age" is not in "messages"); a word written with a trailing space or
+    punctuation ("yo ", "ss#") is matched as written."""
+    parts = [
+        (r"(?<!\w)" if w[:1].isalnum() else "") + re.escape(w) + (r"(?!\w)" if w[-1:].isalnum() else "") for w in words
+    ]
+    return re.compile("|".join(parts))
+
+
+def _has_context(lower: str, start: int, end: int, context: re.Pattern[str], window: int) -> bool:
+    return bool(
+        context.search(lower, max(0, start - window), start)
+        or context.search(lower, end, min(len(lower), end + window))
+    )
 
 
 def resolve_overlaps(findings: Iterable[Finding]) -> list[Finding]:
@@ -72,6 +82,7 @@ class Analyzer:
         self._scanner = Scanner(self.patterns)
         self._allow = frozenset(a.strip().casefold() for a in allow if a.strip())
         self._thresholds = dict(thresholds or {})
+        self._contexts = {i: _context_regex(p.context) for i, p in enumerate(self.patterns) if p.context}
         self._by_language = {
             lang: frozenset(i for i, p in enumerate(self.patterns) if lang in p.languages) for lang in LANGUAGES
         }
@@ -99,7 +110,7 @@ class Analyzer:
             if pattern.context:
                 if lower is None:
                     lower = text.lower()
-                if _has_context(lower, start, end, pattern.context, pattern.context_window):
+                if _has_context(lower, start, end, self._contexts[index], pattern.context_window):
                     score = min(1.0, score + pattern.context_boost)
                 elif pattern.context_required:
                     continue

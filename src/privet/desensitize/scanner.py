@@ -23,7 +23,9 @@ _BASE_FLAGS = (
 )
 
 
-_SUPPORTED_FLAGS = re.IGNORECASE | re.DOTALL | re.MULTILINE
+_SUPPORTED_FLAGS = (
+    re.IGNORECASE | re.DOTALL | re.MULTILINE | re.UNICODE | re.ASCII
+)  # ASCII narrows re; the prefilter stays a superset
 
 
 def _hs_flags(flags: int) -> int:
@@ -48,7 +50,7 @@ class Scanner:
                 # Hyperscan would read the expression differently (e.g. VERBOSE whitespace) and silently miss.
                 raise UsageError(
                     f"pattern {pattern.name!r} uses regular-expression flags the scanner does not support",
-                    "Use only re.IGNORECASE, re.DOTALL and re.MULTILINE (inline (?i) groups work too).",
+                    "Use only re.IGNORECASE, re.DOTALL, re.MULTILINE, re.UNICODE or re.ASCII (inline (?i) groups work too).",
                 )
             try:
                 self._compiled.append(re.compile(pattern.regex, pattern.flags))

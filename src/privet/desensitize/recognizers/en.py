@@ -334,7 +334,7 @@ PATTERNS: tuple[Pattern, ...] = (
         context=("driver", "driving", "licence", "license", "dl#", "dl #", "dl no"),
         context_boost=0.55,
         context_required=True,
-        context_window=30,
+        context_window=20,
     ),
     Pattern(
         "crypto_wallet",

@@ -20,6 +20,7 @@ import faker.providers.job
 import faker.providers.lorem.en_US
 import faker.providers.person
 import spellchecker
+from phonenumbers.geodata import GEOCODE_DATA
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 
@@ -28,6 +29,7 @@ def words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
+_PLACE_PARTS = re.compile(r",| - |/|\(|\)")
 _LATIN_WORD = re.compile(r"^[A-Za-z\u00c0-\u024f\u1e00-\u1eff][A-Za-z\u00c0-\u024f\u1e00-\u1eff' .-]*$")
 
 # Nationalities, religions and political groups (NRP). Demonyms of the world's states and large regions.
@@ -125,8 +127,20 @@ def last_names() -> frozenset[str]:
 
 @cache
 def places() -> frozenset[str]:
-    """Cities, countries, states and regions (case-folded, at least three letters)."""
+    """Cities, countries, states and regions from Faker's locales (case-folded, at least three letters)."""
     raw = _strings(faker.providers.address, "cities", "city_names", "countries", "states", "provinces", "regions")
+    return frozenset(p.casefold() for p in raw if len(p) >= 3)
+
+
+@cache
+def world_places() -> frozenset[str]:
+    """The English place names of libphonenumber's geocoding data: about 40,000 cities and regions of the world
+    ("Paris", "Miami", "Jodhpur"). Many are also surnames or words, so they are used where a place is expected."""
+    raw: set[str] = set()
+    for entry in GEOCODE_DATA.values():
+        name = entry.get("en")
+        if name:
+            raw.update(part.strip() for part in _PLACE_PARTS.split(name) if _LATIN_WORD.match(part.strip()))
     return frozenset(p.casefold() for p in raw if len(p) >= 3)
 
 

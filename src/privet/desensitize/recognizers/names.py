@@ -60,7 +60,9 @@ _JOB_HEADS = (
     "composer|conductor|animator|illustrator|copywriter|technologist|hygienist|therapist|associate|partner|"
     "lead|head|chief|intern|apprentice|volunteer|student|scheduler|dispatcher|examiner|adjuster|underwriter"
 )
-_JOB_RE = re.compile(rf"(?<![\w])(?:[A-Za-z][\w/-]*\s+){{0,4}}(?:{_JOB_HEADS})(?:s)?(?![\w])", re.I)
+_JOB_RE = re.compile(rf"(?<![\w])(?:[A-Za-z][\w/'’-]*,?\s+){{0,4}}(?:{_JOB_HEADS})(?:s)?(?![\w])", re.I)
+# "Marie Langrová, the Packager, said": a capitalised apposition after a name is a job title.
+_APPOSITION = re.compile(r"(?<=[a-z], the )([A-Z][\w'’-]*(?: [a-z][\w'’-]*){0,3})(?=, (?:said|says|told|wrote|added))")
 _PLACE_PREPOSITIONS = (
     "flew to", "fly to", "in", "to", "from", "near", "based in", "grew up in", "home city", "arrived at", "returned to",
     "moved to", "trip to", "visit", "visited", "lives in", "live in", "located in", "born in", "city of",
@@ -77,6 +79,8 @@ _SPEAKER = re.compile(r"(?m)^[ \t>]*([^\W\d_][\w'’-]+)[ \t]*:(?=[ \t]*\S)")
 _NAME_LINE = re.compile(r"(?m)^[ \t>]*((?:[^\W\d_][\w'’-]*\.?[ \t]+){1,3}[^\W\d_][\w'’-]+)[ \t]*$")
 _LINE_BODY = re.compile(r"(?m)^[ \t>?]*(.*?)[ \t]*$")
 _DETERMINER = re.compile(r"(?:^|\W)(?:the|a|an)\s+$")
+_LANGUAGE_BEFORE = re.compile(r"(?:speaks?|speaking|studying|study|studied|learn|learning|learned|in|into|from)\s+$")
+_LANGUAGE_AFTER = re.compile(r"\s+(?:language|class|classes|lessons?|course|literature|translation|grammar|words?)\b")
 _LOCATIVE = (" in", " from", " to", " at", " near")
 _ORG_BEFORE_CONTEXT = re.compile(
     r"(?<![\w])(?:The )?((?:[A-Z][\w'’&.-]*)(?: (?:[A-Z][\w'’&.-]*|And|and|of|&))*?)(?: Orchestra)?"
@@ -164,6 +168,7 @@ class EnglishEntityRecognizer(Recognizer):
         self._places = lexicon.places()
         self._countries = lexicon.countries()
         self._honorifics = frozenset(lexicon.HONORIFICS)
+        self._world = lexicon.world_places()
         self._place_ac = _automaton(frozenset(p for p in self._places if p not in self._common))
         self._job_ac = _automaton(lexicon.jobs())
         self._nrp_ac = _automaton(lexicon.nrp_terms())
@@ -227,6 +232,8 @@ class EnglishEntityRecognizer(Recognizer):
             rf"(?<=\bas )(?:an? |the )?((?:[A-Za-z][\w/-]*\s+){{0,4}}(?:{_JOB_HEADS})s?)(?![\w])", text, re.I
         ):
             out.append(Finding(t.TITLE, m.start(1), m.end(1), 0.65, self.name))
+        for m in _APPOSITION.finditer(text):
+            out.append(Finding(t.TITLE, m.start(1), m.end(1), 0.65, self.name))
         return out
 
     def _context_places(self, text: str, lower: str, tokens: list[_Token]) -> list[Finding]:
@@ -234,9 +241,9 @@ class EnglishEntityRecognizer(Recognizer):
         out = []
         n = len(tokens)
         for i, tok in enumerate(tokens):
-            if not tok.cap or tok.key in self._common or tok.key in self._honorifics or tok.key in self._first:
+            if not tok.cap or tok.key in self._common or tok.key in self._honorifics:
                 continue
-            if tok.key in self._vocabulary and tok.key not in self._places:
+            if (tok.key in self._first or tok.key in self._vocabulary) and tok.key not in self._world:
                 continue
             prefix = lower[max(0, tok.start - 14) : tok.start].rstrip()
             if not any(prefix.endswith(p) for p in _PLACE_PREPOSITIONS):
@@ -254,11 +261,18 @@ class EnglishEntityRecognizer(Recognizer):
             run = tokens[i : j + 1]
             if any(len(x.key) == 1 for x in run) or (tok.upper and j == i and len(tok.key) <= 3):
                 continue  # "from Faina D. Yefremova" is a person; "in ATM" an acronym
-            out.append(Finding(t.LOCATION, tok.start, tokens[j].end, 0.55, self.name))
+            known = lower[tok.start : tokens[j].end] in self._world or tok.key in self._world
+            out.append(Finding(t.LOCATION, tok.start, tokens[j].end, 0.7 if known else 0.55, self.name))
         return out
 
     def _nrp_found(self, text: str, lower: str) -> list[Finding]:
-        return [Finding(t.NRP, s, e, 0.7, self.name) for s, e in self._phrases(text, lower, self._nrp_ac)]
+        out = []
+        for s, e in self._phrases(text, lower, self._nrp_ac):
+            # "studying English", "speaks Greek", "English class": a language, not a group of people.
+            if _LANGUAGE_BEFORE.search(lower, max(0, s - 14), s) or _LANGUAGE_AFTER.match(lower, e):
+                continue
+            out.append(Finding(t.NRP, s, e, 0.7, self.name))
+        return out
 
     # -- people, titles, organisations from the token stream -----------------------------------------------
 

@@ -50,7 +50,7 @@ class Scanner:
                 # Hyperscan would read the expression differently (e.g. VERBOSE whitespace) and silently miss.
                 raise UsageError(
                     f"pattern {pattern.name!r} uses regular-expression flags the scanner does not support",
-                    "Use only re.IGNORECASE, re.DOTALL, re.MULTILINE, re.UNICODE or re.ASCII (inline (?i) groups work too).",
+                    "Use only IGNORECASE, DOTALL, MULTILINE, UNICODE or ASCII (inline (?i) groups work too).",
                 )
             try:
                 self._compiled.append(re.compile(pattern.regex, pattern.flags))

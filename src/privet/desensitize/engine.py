@@ -25,8 +25,12 @@ class DenyTerm:
 def _context_regex(words: Sequence[str]) -> re.Pattern[str]:
     """Context words match whole words ("age" is not in "messages"); a word written with a trailing space or
     punctuation ("yo ", "ss#") is matched as written."""
+    # Latin letters and digits bound a word; Han characters do not ("加我QQ：", "护照号码" both count).
     parts = [
-        (r"(?<!\w)" if w[:1].isalnum() else "") + re.escape(w) + (r"(?!\w)" if w[-1:].isalnum() else "") for w in words
+        (r"(?<![A-Za-z0-9])" if w[:1].isascii() and w[:1].isalnum() else "")
+        + re.escape(w)
+        + (r"(?![A-Za-z0-9])" if w[-1:].isascii() and w[-1:].isalnum() else "")
+        for w in words
     ]
     return re.compile("|".join(parts))
 

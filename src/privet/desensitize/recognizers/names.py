@@ -395,7 +395,9 @@ class EnglishEntityRecognizer(Recognizer):
                 if is_pronoun or not (is_particle or self._name_like(cur, strong or caseless)):
                     break
                 if cur.key in self._places and not self._name_score(cur):
-                    break
+                    # A surname may be a town's name ("Marta Palermo"); a place alone does not extend a run.
+                    if not any(x.key in self._first for x in tokens[i:j]):
+                        break
                 j += 1
             run = tokens[i:j]
             if caseless and not strong and not run[0].cap and (len(run) < 2 or run[0].key not in self._first):
@@ -418,7 +420,7 @@ class EnglishEntityRecognizer(Recognizer):
             elif known:
                 score = max(scores)
             elif self._proper_noun(text, tokens, i, j):
-                score = 0.3
+                score = 0.3 if len(run) == 1 else 0.5
             else:
                 score = 0.0
             if score == 0.3 and _DETERMINER.search(lower, max(0, start - 5), start):
@@ -494,8 +496,9 @@ class EnglishEntityRecognizer(Recognizer):
             heads_address = after[:1].isdigit() or after.lower().startswith(("unit", "psc"))
             if not (_NAME_LINE.fullmatch(before) and heads_address):
                 continue
-            if body.split()[0].casefold() in self._first or body == before:
-                continue  # a second name line, not the employer
+            words = body.split()
+            if words[0].casefold() in self._first or body == before or any(len(w.rstrip(".")) == 1 for w in words):
+                continue  # a second name line ("Mijail C Adomo"), not the employer
             if len(body.split()) <= 5 and not any(c.isdigit() for c in body):
                 out.append(Finding(t.ORGANIZATION, start, end, 0.6, self.name))
         return out

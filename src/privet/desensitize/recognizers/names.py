@@ -394,10 +394,10 @@ class EnglishEntityRecognizer(Recognizer):
                 )
                 if is_pronoun or not (is_particle or self._name_like(cur, strong or caseless)):
                     break
-                if cur.key in self._places and not self._name_score(cur):
-                    # A surname may be a town's name ("Marta Palermo"); a place alone does not extend a run.
-                    if not any(x.key in self._first for x in tokens[i:j]):
-                        break
+                # A surname may be a town's name ("Marta Palermo"); a place alone does not extend a run.
+                place = cur.key in self._places and not self._name_score(cur)
+                if place and not any(x.key in self._first for x in tokens[i:j]):
+                    break
                 j += 1
             run = tokens[i:j]
             if caseless and not strong and not run[0].cap and (len(run) < 2 or run[0].key not in self._first):

@@ -323,3 +323,21 @@ def test_short_key_is_refused() -> None:
 
 def test_empty_value_stays_empty() -> None:
     assert surrogate(t.PERSON, "", KEY) == ""
+
+
+@pytest.mark.parametrize(("value", "upper"), [("Paris", False), ("ESPOO", True), ("Villafranca del Cid", False)])
+def test_place_becomes_another_town_keeping_case_and_particles(value: str, upper: bool) -> None:
+    out = surrogate(t.LOCATION, value, KEY)
+    assert out != value
+    assert out.isupper() == upper
+    assert ("del" in out.split()) == ("del" in value.split())
+    assert out == surrogate(t.LOCATION, value, KEY)
+
+
+def test_organisation_keeps_its_legal_form() -> None:
+    out = surrogate(t.ORGANIZATION, "Davis, Reynolds and Williamson Inc.", KEY)
+    assert out.endswith(" Inc.")
+    assert ", " in out
+    assert " and " in out
+    assert "Davis" not in out
+    assert "Williamson" not in out

@@ -1,5 +1,7 @@
 """Cryptography for privet: the only package that touches primitives (all from ``cryptography``)."""
 
+from privet.crypto.fpe import FF1
+from privet.crypto.keyed import Aead, DeterministicAead, KeyedStream, derive_key, keyed_digest
 from privet.crypto.keyring import DEFAULT_AEAD, DEFAULT_SIGNING, DataKey, KeyInfo, Keyring
 from privet.crypto.master import (
     KmsMasterKey,
@@ -26,8 +28,12 @@ from privet.crypto.stream import (
 __all__ = [
     "DEFAULT_AEAD",
     "DEFAULT_SIGNING",
+    "FF1",
+    "Aead",
     "DataKey",
+    "DeterministicAead",
     "KeyInfo",
+    "KeyedStream",
     "Keyring",
     "KmsMasterKey",
     "KmsPlugin",
@@ -39,11 +45,13 @@ __all__ = [
     "VerifyKey",
     "decrypt_file",
     "decrypt_stream",
+    "derive_key",
     "encrypt_file",
     "encrypt_stream",
     "fingerprint",
     "from_env_value",
     "from_passphrase",
+    "keyed_digest",
     "load_kms_plugin",
     "new_env_value",
     "new_kdf_params",

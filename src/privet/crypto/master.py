@@ -16,13 +16,11 @@ import os
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from privet.errors import ConfigError, MasterKeyError
+from privet.crypto.keyed import Aead
+from privet.errors import ConfigError, IntegrityError, MasterKeyError
 
-_NONCE = 12
 SCRYPT_DEFAULT = {"n": 2**17, "r": 8, "p": 1}  # 128 MiB, about 0.3 s: OWASP's scrypt recommendation
 SCRYPT_MIN_N, SCRYPT_MAX_N = 2**14, 2**22
 
@@ -63,13 +61,12 @@ class LocalMasterKey:
         return f"LocalMasterKey(source={self.source!r}, key=<secret>)"
 
     def wrap(self, plaintext: bytes, context: bytes) -> bytes:
-        nonce = os.urandom(_NONCE)
-        return nonce + AESGCM(self.key).encrypt(nonce, plaintext, context)
+        return Aead(self.key).seal(plaintext, context)
 
     def unwrap(self, blob: bytes, context: bytes) -> bytes:
         try:
-            return AESGCM(self.key).decrypt(blob[:_NONCE], blob[_NONCE:], context)
-        except (InvalidTag, ValueError):
+            return Aead(self.key).open(blob, context)
+        except IntegrityError:
             raise MasterKeyError("the master key does not open this keyring") from None
 
 

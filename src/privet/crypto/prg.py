@@ -26,10 +26,9 @@ import sys
 import threading
 
 import numpy as np
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from privet.crypto.keyed import derive_key
 from privet.errors import UsageError
 
 __all__ = ["TEST_SEEDS_ENV", "Randomness", "default_randomness"]
@@ -88,9 +87,7 @@ class Randomness:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise UsageError(f"the test seed must be an int, not {type(seed).__name__}", "Pass e.g. seed=1234.")
         seed_bytes = seed.to_bytes(seed.bit_length() // 8 + 1, "big", signed=True)
-        material = HKDF(
-            algorithm=hashes.SHA256(), length=_KEY_BYTES + _COUNTER_BYTES, salt=_HKDF_SALT, info=b"keystream"
-        ).derive(seed_bytes)
+        material = derive_key(seed_bytes, b"keystream", _KEY_BYTES + _COUNTER_BYTES, salt=_HKDF_SALT)
         return cls(material[:_KEY_BYTES], material[_KEY_BYTES:], seeded=True, _token=_CONSTRUCT)
 
     @property

@@ -20,7 +20,6 @@ chunks, which artifact signatures cover, stay byte-identical.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import struct
@@ -30,10 +29,9 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from privet.crypto.keyed import Aead, derive_key, keyed_digest
 from privet.crypto.keyring import DEFAULT_AEAD, DataKey, validate_key_name
 from privet.errors import FormatError, IntegrityError, KeyNotFoundError, PrivetError, UsageError
 from privet.files import atomic_file
@@ -170,7 +168,7 @@ def _chunks(src: BinaryIO, size: int) -> Iterator[tuple[memoryview, bool]]:
 
 def _derive(file_key: bytes, header: StreamHeader, label: bytes) -> bytes:
     info = b"privet stream v1 " + label + bytes([ALG_AES256GCM, header.chunk_log2])
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=header.file_id, info=info).derive(file_key)
+    return derive_key(file_key, info, salt=header.file_id)
 
 
 def _wrap_context(key_name: str, key_version: int, file_id: bytes) -> bytes:
@@ -178,7 +176,7 @@ def _wrap_context(key_name: str, key_version: int, file_id: bytes) -> bytes:
 
 
 def _header_tag(file_key: bytes, header: StreamHeader) -> bytes:
-    return hmac.new(_derive(file_key, header, b"header"), header.fixed + header.slot, hashlib.sha256).digest()
+    return keyed_digest(_derive(file_key, header, b"header"), header.fixed + header.slot)
 
 
 def _nonce(index: int, last: bool) -> bytes:
@@ -188,10 +186,7 @@ def _nonce(index: int, last: bool) -> bytes:
 def seal_header(keys: KeySource, key_name: str, file_key: bytes, chunk_log2: int, file_id: bytes) -> StreamHeader:
     """Wrap ``file_key`` under the primary version of ``key_name`` and authenticate the header."""
     wrapping = keys.data_key(key_name)
-    nonce = os.urandom(_WRAP_NONCE)
-    wrapped = nonce + AESGCM(wrapping.material).encrypt(
-        nonce, file_key, _wrap_context(wrapping.name, wrapping.version, file_id)
-    )
+    wrapped = Aead(wrapping.material).seal(file_key, _wrap_context(wrapping.name, wrapping.version, file_id))
     draft = StreamHeader(chunk_log2, file_id, wrapping.name, wrapping.version, wrapped, b"")
     return StreamHeader(chunk_log2, file_id, wrapping.name, wrapping.version, wrapped, _header_tag(file_key, draft))
 
@@ -205,14 +200,11 @@ def open_header(keys: KeySource, header: StreamHeader) -> bytes:
             f"the file names key {header.key_name} v{header.key_version}, which this keyring does not have",
             "The header was modified, or the file belongs to another keyring.",
         ) from None
-    wrapped = header.wrapped_key
     try:
-        file_key = AESGCM(wrapping.material).decrypt(
-            wrapped[:_WRAP_NONCE],
-            wrapped[_WRAP_NONCE:],
-            _wrap_context(header.key_name, header.key_version, header.file_id),
+        file_key = Aead(wrapping.material).open(
+            header.wrapped_key, _wrap_context(header.key_name, header.key_version, header.file_id)
         )
-    except InvalidTag:
+    except IntegrityError:
         raise IntegrityError(
             f"the file key does not unwrap under {header.key_name} v{header.key_version}",
             "The header was modified, or the file belongs to another keyring.",

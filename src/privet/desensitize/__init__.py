@@ -5,10 +5,11 @@ The safe high-level entry points are :func:`default_analyzer` (find), the policy
 FF1 and surrogates are the lower layer they are built from.
 """
 
+from privet.crypto.fpe import FF1
+
 from .analyzers import default_analyzer
 from .engine import Analyzer, DenyTerm
 from .evaluate import evaluate, load_labelled
-from .fpe import FF1
 from .language import detect_language
 from .operators import TOKEN_PATTERN, OperatorContext, build_operator, decrypt_tokens
 from .surrogates import surrogate

@@ -16,8 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
-import hashlib
-import hmac
 import re
 import types as pytypes
 from collections.abc import Callable
@@ -25,14 +23,10 @@ from dataclasses import dataclass, field, fields
 from datetime import date, timedelta
 from typing import ClassVar, Literal, Protocol, Union, get_args, get_origin, get_type_hints
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESSIV
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+from privet.crypto.fpe import ALNUM, DIGITS, FF1, LOWER_ALNUM, UPPER_ALNUM
+from privet.crypto.keyed import DeterministicAead, derive_key, keyed_digest
 from privet.crypto.keyring import Keyring
 from privet.desensitize import types as t
-from privet.desensitize.fpe import ALNUM, DIGITS, FF1, LOWER_ALNUM, UPPER_ALNUM
 from privet.desensitize.surrogates import surrogate
 from privet.errors import IntegrityError, KeyNotFoundError, UsageError
 
@@ -102,7 +96,7 @@ class OperatorContext:
                 f"Create an aead key named {self.key_name!r} in the keyring, or set key_name to an existing one.",
             ) from None
         info = f"{_KDF_LABEL}|{purpose}|{data_key.name}|{data_key.version}".encode()
-        derived = HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(data_key.material)
+        derived = derive_key(data_key.material, info, length)
         result = (data_key.version, derived)
         self._keys[cache_key] = result
         if version is None:  # the primary is also that explicit version
@@ -398,7 +392,7 @@ class Hash:
 
     def apply(self, value: str, entity: str, ctx: OperatorContext) -> str:
         _, key = ctx.derived_key(self.name)
-        return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[: self.length]
+        return keyed_digest(key, value.encode("utf-8")).hex()[: self.length]
 
 
 @dataclass(frozen=True)
@@ -430,7 +424,7 @@ class Encrypt:
         if not _ENTITY.fullmatch(entity):
             raise UsageError(f"encrypt: entity name {entity!r} is not upper-case letters, digits and _")
         version, key = ctx.derived_key(self.name, 64)
-        sealed = AESSIV(key).encrypt(value.encode("utf-8"), [_SIV_AD, entity.encode("ascii")])
+        sealed = DeterministicAead(key).encrypt(value.encode("utf-8"), [_SIV_AD, entity.encode("ascii")])
         return f"ENC[{entity}:v{version}:{_b64encode(sealed)}]"
 
 
@@ -441,9 +435,9 @@ def decrypt_tokens(text: str, ctx: OperatorContext) -> str:
         entity, version = m.group(1), int(m.group(2))
         _, key = ctx.derived_key(Encrypt.name, 64, version)
         try:
-            plain = AESSIV(key).decrypt(_b64decode(m.group(3)), [_SIV_AD, entity.encode("ascii")])
+            plain = DeterministicAead(key).decrypt(_b64decode(m.group(3)), [_SIV_AD, entity.encode("ascii")])
             return plain.decode("utf-8")
-        except (InvalidTag, binascii.Error, ValueError):
+        except (IntegrityError, binascii.Error, ValueError):
             raise IntegrityError(
                 f"the encrypted {entity} token at character {m.start()} failed verification",
                 f"It was altered, or made with another keyring or key than {ctx.key_name!r}.",
@@ -538,7 +532,7 @@ class DateShift:
         subject = ctx.subject if self.per_subject else None
         message = b"all" if subject is None else b"subject|" + subject.encode("utf-8")
         # 64 bits reduced modulo at most 73000: the bias is below 2**-46.
-        u = int.from_bytes(hmac.new(key, message, hashlib.sha256).digest()[:8], "big") % (2 * self.days)
+        u = int.from_bytes(keyed_digest(key, message)[:8], "big") % (2 * self.days)
         return u - self.days if u < self.days else u - self.days + 1
 
     def apply(self, value: str, entity: str, ctx: OperatorContext) -> str:

@@ -14,8 +14,6 @@ character classes (digit, upper, lower, CJK, other scripts) and separators.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import re
 from collections.abc import Callable, Sequence
@@ -23,10 +21,15 @@ from datetime import date, timedelta
 from functools import cache
 
 import phonenumbers
+from faker.providers.address import de_DE as faker_places_de
+from faker.providers.address import en_GB as faker_places_gb
+from faker.providers.address import fr_FR as faker_places_fr
+from faker.providers.address import it_IT as faker_places_it
 from faker.providers.internet import en_US as faker_internet_en
 from faker.providers.person import en_US as faker_en
 from faker.providers.person import zh_CN as faker_zh
 
+from privet.crypto.keyed import KeyedStream
 from privet.desensitize import types as t
 from privet.desensitize.validators import (
     cn_credit_code_check_char,
@@ -49,25 +52,16 @@ _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
 # -- keyed generator -------------------------------------------------------------------------------
 class _Prg:
-    """Deterministic random numbers from HMAC-SHA256(seed, counter), seeded by HMAC(key, parts)."""
+    """Deterministic random numbers from a :class:`~privet.crypto.keyed.KeyedStream` bound to key and parts."""
 
-    __slots__ = ("_counter", "_pool", "_seed")
+    __slots__ = ("_stream",)
 
     def __init__(self, key: bytes, *parts: str) -> None:
         # Length-prefixed parts, so that ("ab", "c") and ("a", "bc") seed different streams.
         message = b"privet surrogate v1" + b"".join(
             len(raw).to_bytes(4, "big") + raw for raw in (p.encode("utf-8", "surrogatepass") for p in parts)
         )
-        self._seed = hmac.new(key, message, hashlib.sha256).digest()
-        self._counter = 0
-        self._pool = b""
-
-    def _take(self, n: int) -> bytes:
-        while len(self._pool) < n:
-            self._pool += hmac.new(self._seed, self._counter.to_bytes(8, "big"), hashlib.sha256).digest()
-            self._counter += 1
-        out, self._pool = self._pool[:n], self._pool[n:]
-        return out
+        self._stream = KeyedStream(key, message)
 
     def below(self, n: int) -> int:
         """A uniform integer in [0, n), by rejection sampling (no modulo bias)."""
@@ -77,7 +71,7 @@ class _Prg:
         nbytes = (bits + 7) // 8
         mask = (1 << bits) - 1
         while True:
-            x = int.from_bytes(self._take(nbytes), "big") & mask
+            x = int.from_bytes(self._stream.read(nbytes), "big") & mask
             if x < n:
                 return x
 
@@ -124,6 +118,16 @@ def _latin_words_by_length() -> dict[int, tuple[str, ...]]:
 
 
 @cache
+def _latin_places() -> tuple[str, ...]:
+    """Real town names of several Latin-script countries (Faker's lists), single words so the shape holds."""
+    towns: set[str] = set()
+    for provider in (faker_places_de.Provider, faker_places_fr.Provider, faker_places_it.Provider):
+        towns.update(c for c in getattr(provider, "cities", ()) if isinstance(c, str) and c.isalpha() and c.isascii())
+    towns.update(c for c in getattr(faker_places_gb.Provider, "cities", ()) if isinstance(c, str) and c.isalpha())
+    return tuple(sorted(towns))
+
+
+@cache
 def _chinese_names() -> tuple[dict[int, tuple[str, ...]], tuple[str, ...]]:
     surnames: dict[int, set[str]] = {}
     for s in faker_zh.Provider.last_names:
@@ -155,6 +159,11 @@ _FREE_MAIL = frozenset(faker_internet_en.Provider.free_email_domains) | {
     "sina.com",
 }
 _SECOND_LEVEL = frozenset({"co", "com", "net", "org", "gov", "edu", "ac", "ne", "or"})
+_FIRM_WORDS = frozenset(
+    {"inc", "llc", "ltd", "plc", "corp", "co", "corporation", "company", "group", "gmbh", "ag", "sa", "and", "sons",
+     "the", "of", "bank", "university", "hospital", "clinic", "foundation", "institute", "partners", "holdings",
+     "systems", "technologies", "solutions", "services", "international", "associates", "consulting", "labs"}
+)  # fmt: skip
 _TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof", "sir", "madam", "mx", "jr", "sr", "ii", "iii", "iv"})
 
 
@@ -332,6 +341,36 @@ def _latin_name(value: str, new: Factory) -> str:
     return re.sub(r"[^\W\d_]+", swap, value)
 
 
+def _place(value: str, new: Factory) -> str | None:
+    """A Latin place name becomes a real town name, word by word (casing kept: "ESPOO" -> "BREMEN")."""
+    if not re.fullmatch(r"[A-Za-z\u00c0-\u024f.'\- ]+", value):
+        return None
+    towns = _latin_places()
+
+    def swap(match: re.Match[str]) -> str:
+        word = match.group(0)
+        if word.islower() and not value.islower():
+            return word  # a particle: "Villafranca del Cid"
+        return _match_case(new("place", word.lower()).choice(towns), word)
+
+    return re.sub(r"[^\W\d_]{3,}", swap, value)
+
+
+def _organisation(value: str, new: Factory) -> str | None:
+    """A firm keeps its legal form ("Inc.", "GmbH", "and Sons"); its name words become surnames."""
+    if not re.fullmatch(r"[A-Za-z\u00c0-\u024f0-9.,'&\- ]+", value):
+        return None
+    _, last = _latin_names()
+
+    def swap(match: re.Match[str]) -> str:
+        word = match.group(0)
+        if word.lower() in _FIRM_WORDS:
+            return word
+        return _match_case(new("firm", word.lower()).choice(last), word)
+
+    return re.sub(r"[^\W\d_]{2,}", swap, value)
+
+
 def _email(value: str, new: Factory) -> str | None:
     local, at, domain = value.rpartition("@")
     if not at or not local or "." not in domain:
@@ -450,5 +489,9 @@ def _one(entity: str, value: str, new: Factory) -> str:
         out = _credit_code(value, new)
     elif entity == t.IP_ADDRESS:
         out = _ip(value, new)
+    elif entity == t.LOCATION:
+        out = _place(value, new)
+    elif entity == t.ORGANIZATION:
+        out = _organisation(value, new)
     # A value that does not have its entity's usual shape still gets a same-shaped surrogate.
     return out if out is not None else _classes(value, new())

@@ -42,9 +42,6 @@ Forgetting
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
-import os
 import re
 import secrets
 from collections.abc import Iterable, Sequence
@@ -52,14 +49,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from privet.crypto import DataKey, Keyring
+from privet.crypto.keyed import Aead, derive_key, keyed_digest
 from privet.errors import (
     IntegrityError,
     KeyDestroyedError,
@@ -97,7 +91,6 @@ _TENANT = re.compile(r"[a-z0-9][a-z0-9._:-]{0,57}")  # "vault-" + tenant is a va
 _PRINCIPAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
 _PURPOSE_MAX = 256
 _KEY_PREFIX = "vault-"
-_NONCE = 12
 _ATTEMPTS = 16  # token-id collisions and lost insert races are retried this many times
 _IN_CHUNK = 500  # token ids per IN (...) query
 _UTF8 = "surrogatepass"  # any Python str round-trips exactly
@@ -180,7 +173,7 @@ def _check_entity(entity: str) -> str:
 
 
 def _subkey(key: DataKey, info: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key.material)
+    return derive_key(key.material, info)
 
 
 def _aad(tenant: str, token_id: str, entity: str, version: int) -> bytes:
@@ -189,7 +182,7 @@ def _aad(tenant: str, token_id: str, entity: str, version: int) -> bytes:
 
 def _lookup_hash(key: DataKey, entity: str, value: str) -> bytes:
     message = entity.encode() + b"\x00" + value.encode("utf-8", _UTF8)
-    return hmac.new(_subkey(key, _LOOKUP_INFO), message, hashlib.sha256).digest()
+    return keyed_digest(_subkey(key, _LOOKUP_INFO), message)
 
 
 def _later(current: datetime | None, requested: datetime | None) -> datetime | None:
@@ -252,16 +245,15 @@ class Vault:
             if rows:  # only expired entries: they are never restored again, so this value gets a new token
                 session.execute(delete(VaultEntry).where(VaultEntry.id.in_([r.id for r in rows])))
             token_id = _new_token_id()
-            nonce = os.urandom(_NONCE)
-            sealed = AESGCM(_subkey(primary, _ENC_INFO)).encrypt(
-                nonce, value.encode("utf-8", _UTF8), _aad(self.tenant, token_id, entity, primary.version)
+            sealed = Aead(_subkey(primary, _ENC_INFO)).seal(
+                value.encode("utf-8", _UTF8), _aad(self.tenant, token_id, entity, primary.version)
             )
             session.add(
                 VaultEntry(
                     tenant=self.tenant,
                     token_id=token_id,
                     entity=entity,
-                    ciphertext=nonce + sealed,
+                    ciphertext=sealed,
                     key_version=primary.version,
                     lookup_hash=hashes_[-1],
                     created_at=now,
@@ -355,19 +347,19 @@ class Vault:
             ]
         now = utcnow()
         wanted = set(keys)
-        subkeys: dict[int, bytes] = {}
+        ciphers: dict[int, Aead] = {}
         values: dict[tuple[str, str], str] = {}
         for row in rows:
             if (row.entity, row.token_id) not in wanted or not _live(row, now):
                 continue
-            if row.key_version not in subkeys:
-                subkeys[row.key_version] = _subkey(self._keyring.data_key(self.key_name, row.key_version), _ENC_INFO)
-            blob = row.ciphertext
+            if row.key_version not in ciphers:
+                data_key = self._keyring.data_key(self.key_name, row.key_version)
+                ciphers[row.key_version] = Aead(_subkey(data_key, _ENC_INFO))
             try:
-                plain = AESGCM(subkeys[row.key_version]).decrypt(
-                    blob[:_NONCE], blob[_NONCE:], _aad(self.tenant, row.token_id, row.entity, row.key_version)
+                plain = ciphers[row.key_version].open(
+                    row.ciphertext, _aad(self.tenant, row.token_id, row.entity, row.key_version)
                 )
-            except InvalidTag:
+            except IntegrityError:
                 raise IntegrityError(
                     f"a vault entry of tenant {self.tenant!r} failed verification",
                     "The entry was modified or moved in the database; nothing was restored.",

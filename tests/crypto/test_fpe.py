@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privet.desensitize import fpe
-from privet.desensitize.fpe import ALNUM, DIGITS, FF1, LOWER_ALNUM, min_length
+from privet.crypto import fpe
+from privet.crypto.fpe import ALNUM, DIGITS, FF1, LOWER_ALNUM, min_length
 from privet.errors import UsageError
 
 # NIST FF1 samples (FF1samples.pdf): keys, tweaks and radix 10 / 36 plaintexts shared by the 9 samples.

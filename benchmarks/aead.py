@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import log, machine  # benchmarks/ is on sys.path when a benchmark runs
+from common import emit, log  # benchmarks/ is on sys.path when a benchmark runs
 
 BLOCK = 64 * 1024 * 1024
 HASH_BLOCK = 1 << 20
@@ -396,14 +396,7 @@ def main() -> int:
         log(f"aead: bar {name}: {bar['value']} (limit {bar['limit']}) {'ok' if bar['ok'] else 'FAILED'}")
     log("aead: " + ", ".join(f"{name}={value}" for name, value in figures.items()))
     if args.json:
-        report = {
-            "benchmark": "aead",
-            "machine": machine(),
-            "figures": figures,
-            "bars": bars,
-            "notes": notes,
-        }
-        print(json.dumps(report))
+        emit("aead", figures, bars, notes)
     return 0
 
 

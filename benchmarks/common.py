@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -26,3 +27,12 @@ def cpu_model() -> str:
 def machine() -> dict[str, object]:
     """The ``machine`` object of a benchmark's JSON line (CONVENTIONS): CPU model, cores, GPU (none here)."""
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": None}
+
+
+def emit(benchmark: str, figures: dict, bars: dict, notes: str, details: dict | None = None) -> None:
+    """Print the benchmark's one JSON line on stdout (CONVENTIONS: benchmark, machine, figures, bars, notes)."""
+    report: dict[str, object] = {"benchmark": benchmark, "machine": machine(), "figures": figures, "bars": bars}
+    if details is not None:
+        report["details"] = details
+    report["notes"] = notes
+    print(json.dumps(report))

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import statistics
@@ -57,7 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common import log, machine  # benchmarks/ is on sys.path when a benchmark runs
+from common import emit, log  # benchmarks/ is on sys.path when a benchmark runs
 
 # The shared data sets sit beside the project (../shared/data); PRIVET_ADULT points elsewhere.
 SHARED_ADULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "adult" / "adult.data"
@@ -446,15 +445,7 @@ def main() -> int:
         " distribution); the resize workflow runs whole with fewer repetitions."
     )
     if args.json:
-        report = {
-            "benchmark": "dp_stats",
-            "machine": machine(),
-            "figures": figures,
-            "bars": bars,
-            "details": details,
-            "notes": notes,
-        }
-        print(json.dumps(report))
+        emit("dp_stats", figures, bars, notes, details)
     return 0
 
 

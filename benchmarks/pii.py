@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from common import log, machine  # benchmarks/ is on sys.path when a benchmark runs
+from common import emit, log  # benchmarks/ is on sys.path when a benchmark runs
 
 # The shared data sets sit beside the project (../shared/data); PRIVET_PII_CORPUS points elsewhere.
 SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "pii-presidio" / "synth_dataset_v2.json"
@@ -409,15 +409,7 @@ def main() -> int:
         " scorer (type mapping, character IoU >= 0.7); Presidio's overlapping results resolved by score then length."
     )
     if args.json:
-        report = {
-            "benchmark": "pii",
-            "machine": machine(),
-            "figures": figures,
-            "bars": bars,
-            "details": details,
-            "notes": notes,
-        }
-        print(json.dumps(report))
+        emit("pii", figures, bars, notes, details)
     return 0
 
 

@@ -150,6 +150,9 @@ def age_valid(value: str) -> bool:
 _NUM_END = r"(?![0-9])"
 _NUM_START = r"(?<![0-9])"
 
+# 12 to 19 digits, optionally grouped by spaces or hyphens, not part of a longer number.
+_CARD_CANDIDATE = _NUM_START + r"(?<![0-9][ -])(?:\d[ -]?){11,18}\d" + _NUM_END + r"(?![ -][0-9])"
+
 PATTERNS: tuple[Pattern, ...] = (
     Pattern(
         "email",
@@ -181,7 +184,7 @@ PATTERNS: tuple[Pattern, ...] = (
     Pattern(
         "credit_card",
         t.CREDIT_CARD,
-        _NUM_START + r"(?<![0-9][ -])(?:\d[ -]?){11,18}\d" + _NUM_END + r"(?![ -][0-9])",
+        _CARD_CANDIDATE,
         0.85,
         languages=("en",),  # Chinese text has CN_BANK_CARD, which knows the same networks
         validate=card_valid,
@@ -191,7 +194,7 @@ PATTERNS: tuple[Pattern, ...] = (
     Pattern(
         "card_number_in_context",
         t.CREDIT_CARD,
-        _NUM_START + r"(?<![0-9][ -])(?:\d[ -]?){11,18}\d" + _NUM_END + r"(?![ -][0-9])",
+        _CARD_CANDIDATE,
         0.3,
         languages=("en",),
         validate=lambda v: luhn_valid(re.sub(r"[ -]", "", v)) and len(set(v)) > 2,

@@ -158,17 +158,8 @@ PATTERNS: tuple[Pattern, ...] = (
     Pattern(
         "cn_bank_card",
         t.CN_BANK_CARD,
-        _NB + r"[2-9][0-9]{15,18}" + _NE,
-        0.9,
-        languages=_ZH,
-        validate=bank_card_valid,
-        context=_CARD_CONTEXT,
-        context_boost=0.08,
-    ),
-    Pattern(
-        "cn_bank_card_grouped",
-        t.CN_BANK_CARD,
-        _NB + r"[2-9][0-9]{3}(?:[ -][0-9]{4}){3}(?:[ -][0-9]{2,3})?" + _NE,
+        # 16 to 19 digits, run together or printed in groups of four.
+        _NB + r"(?:[2-9][0-9]{15,18}|[2-9][0-9]{3}(?:[ -][0-9]{4}){3}(?:[ -][0-9]{2,3})?)" + _NE,
         0.9,
         languages=_ZH,
         validate=bank_card_valid,

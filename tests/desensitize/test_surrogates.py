@@ -341,3 +341,14 @@ def test_organisation_keeps_its_legal_form() -> None:
     assert " and " in out
     assert "Davis" not in out
     assert "Williamson" not in out
+
+
+@pytest.mark.parametrize("value", ["北京市朝阳区建国路88号3单元502室", "浙江省杭州市西湖区", "上海", "哈尔滨"])
+def test_chinese_place_keeps_units_and_changes_names(value: str) -> None:
+    out = surrogate(t.LOCATION, value, KEY)
+    assert out != value
+    assert len(out) == len(value)
+    for suffix in ("省", "市", "区", "路", "号", "单元", "室"):
+        assert (suffix in out) == (suffix in value) or suffix == "市"  # a drawn name may itself contain 市
+    assert sum(c.isdigit() for c in out) == sum(c.isdigit() for c in value)
+    assert out == surrogate(t.LOCATION, value, KEY)

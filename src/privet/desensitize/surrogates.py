@@ -25,6 +25,7 @@ from faker.providers.address import de_DE as faker_places_de
 from faker.providers.address import en_GB as faker_places_gb
 from faker.providers.address import fr_FR as faker_places_fr
 from faker.providers.address import it_IT as faker_places_it
+from faker.providers.address import zh_CN as faker_places_zh
 from faker.providers.internet import en_US as faker_internet_en
 from faker.providers.person import en_US as faker_en
 from faker.providers.person import zh_CN as faker_zh
@@ -128,6 +129,20 @@ def _latin_places() -> tuple[str, ...]:
 
 
 @cache
+def _chinese_place_names() -> dict[int, tuple[str, ...]]:
+    """Faker's Chinese city and district names (suffix removed), by length."""
+    by_length: dict[int, set[str]] = {}
+    for name in (*faker_places_zh.Provider.cities, *faker_places_zh.Provider.districts):
+        by_length.setdefault(len(name), set()).add(name)
+    return {n: tuple(sorted(v)) for n, v in by_length.items()}
+
+
+@cache
+def _chinese_place_chars() -> tuple[str, ...]:
+    return tuple(sorted({ch for names in _chinese_place_names().values() for name in names for ch in name}))
+
+
+@cache
 def _chinese_names() -> tuple[dict[int, tuple[str, ...]], tuple[str, ...]]:
     surnames: dict[int, set[str]] = {}
     for s in faker_zh.Provider.last_names:
@@ -159,6 +174,11 @@ _FREE_MAIL = frozenset(faker_internet_en.Provider.free_email_domains) | {
     "sina.com",
 }
 _SECOND_LEVEL = frozenset({"co", "com", "net", "org", "gov", "edu", "ac", "ne", "or"})
+_HAN = re.compile(r"[\u4e00-\u9fff]")
+# A named administrative or street unit and its suffix: 浙江省, 杭州市, 西湖区, 文三路, 阳光小区.
+_PLACE_UNIT = re.compile(
+    r"([\u4e00-\u9fff]{1,6}?)(自治区|特别行政区|省|市|区|县|镇|乡|村|街道|大道|路|街|巷|小区|花园|大厦)"
+)
 _FIRM_WORDS = frozenset(
     {"inc", "llc", "ltd", "plc", "corp", "co", "corporation", "company", "group", "gmbh", "ag", "sa", "and", "sons",
      "the", "of", "bank", "university", "hospital", "clinic", "foundation", "institute", "partners", "holdings",
@@ -356,6 +376,27 @@ def _place(value: str, new: Factory) -> str | None:
     return re.sub(r"[^\W\d_]{3,}", swap, value)
 
 
+def _chinese_place(value: str, new: Factory) -> str | None:
+    """北京市朝阳区建国路88号 -> 潮州市和平区沙市路17号: each named unit gets a place name of its length and keeps
+    its suffix (省, 市, 区, 县, 路 ...); house and room numbers keep their digit count."""
+    if not _HAN.search(value):
+        return None
+    names = _chinese_place_names()
+
+    def rename(name: str) -> str:
+        pool = names.get(len(name))
+        if pool:
+            return new("place", name).choice(pool)
+        prg = new("place", name)
+        return "".join(prg.choice(_chinese_place_chars()) for _ in name)
+
+    out = _PLACE_UNIT.sub(lambda m: rename(m.group(1)) + m.group(2), value)
+    if out == value:  # no suffixed unit ("上海"): the Han run itself is the name
+        out = re.sub(r"[\u4e00-\u9fff]+", lambda m: rename(m.group(0)), value)
+    digits = new("number", value)
+    return re.sub(r"\d", lambda _: _DIGITS[digits.below(10)], out)
+
+
 def _organisation(value: str, new: Factory) -> str | None:
     """A firm keeps its legal form ("Inc.", "GmbH", "and Sons"); its name words become surnames."""
     if not re.fullmatch(r"[A-Za-z\u00c0-\u024f0-9.,'&\- ]+", value):
@@ -490,7 +531,7 @@ def _one(entity: str, value: str, new: Factory) -> str:
     elif entity == t.IP_ADDRESS:
         out = _ip(value, new)
     elif entity == t.LOCATION:
-        out = _place(value, new)
+        out = _chinese_place(value, new) or _place(value, new)
     elif entity == t.ORGANIZATION:
         out = _organisation(value, new)
     # A value that does not have its entity's usual shape still gets a same-shaped surrogate.

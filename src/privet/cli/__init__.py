@@ -10,7 +10,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 import privet
 from privet import log
-from privet.cli import demo, desensitize, dp, files, keys, ledger, model
+from privet.cli import demo, desensitize, dp, files, keys, ledger, model, train
 from privet.cli.common import OPTIONS
 from privet.config import load_settings
 from privet.errors import PrivetError
@@ -30,6 +30,7 @@ desensitize.register(app)
 app.command()(files.encrypt)
 app.command()(files.decrypt)
 app.command()(demo.demo)
+app.command()(train.train)
 
 
 def _version(value: bool) -> None:

@@ -1,4 +1,4 @@
-"""Differential privacy: exact noise mechanisms, accounting, the privacy ledger and DP statistics."""
+"""Differential privacy: exact noise mechanisms, accounting, the privacy ledger, DP statistics and DP-SGD."""
 
 from privet.dp import stats
 from privet.dp.accounting import (
@@ -59,9 +59,22 @@ __all__ = [
     "laplace",
     "laplace_epsilon",
     "laplace_scale",
+    "make_private",
     "randomized_response",
     "report_noisy_max",
     "run_query",
     "snap",
     "stats",
+    "train_private",
 ]
+
+# DP-SGD needs torch; it is imported on first use so that the ledger and statistics stay quick to load.
+_SGD = frozenset({"make_private", "train_private"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _SGD:
+        from privet.dp import sgd
+
+        return getattr(sgd, name)
+    raise AttributeError(f"module 'privet.dp' has no attribute {name!r}")

@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/aead.py --json
 	$(BIN)/python benchmarks/dp_sampling.py --json
 	$(BIN)/python benchmarks/dp_stats.py --json
+	$(BIN)/python benchmarks/dp_sgd.py --json
 	$(BIN)/python benchmarks/pii.py --json
 
 clean:

@@ -27,7 +27,9 @@ def naive(model: nn.Module, x, y, clip: float, loss_fn) -> tuple[dict[str, torch
     total = {n: torch.zeros_like(p) for n, p in params.items()}
     norms = []
     for i in range(len(y)):
-        grads = torch.autograd.grad(loss_fn(model(_take(x, i)), y[i : i + 1]), list(params.values()), allow_unused=True)
+        grads = torch.autograd.grad(
+            loss_fn(_call(model, _take(x, i)), y[i : i + 1]), list(params.values()), allow_unused=True
+        )
         grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params.values(), strict=True)]
         norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
         norms.append(norm)
@@ -160,7 +162,7 @@ def test_layer_norm_and_group_norm() -> None:
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
-def test_multihead_attention_fallback(batch_first: bool) -> None:
+def test_multihead_attention(batch_first: bool) -> None:
     torch.manual_seed(6)
 
     class Attn(nn.Module):
@@ -175,13 +177,71 @@ def test_multihead_attention_fallback(batch_first: bool) -> None:
             return self.out((h if batch_first else h.transpose(0, 1)).mean(1))
 
     clipper = check(Attn(), torch.randn(6, 5, 4))
-    assert clipper.units["attn"] == "attention"
+    assert clipper.units == {"attn": "attention", "attn.out_proj": "linear", "out": "linear"}
 
 
 def test_transformer_encoder_layer() -> None:
     torch.manual_seed(7)
     layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+
+    class Encoder(nn.Module):  # batch first throughout: every unit's input has the batch in dimension 0
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.out = layer, nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.out(self.body(x).mean(1))
+
+    clipper = check(Encoder(), torch.randn(6, 5, 8))
+    # Native path: the in-projection is a Linear-like unit, out_proj a Linear unit; nothing through vmap.
+    assert clipper.units["body.self_attn"] == "attention"
+    assert clipper.units["body.self_attn.out_proj"] == "linear"
+    assert set(clipper.units.values()) == {"attention", "linear", "layernorm"}
+
+
+def test_transformer_decoder_layer_cross_attention_and_masks() -> None:
+    torch.manual_seed(14)
+
+    class Decoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+            self.out = nn.Linear(8, 3)
+
+        def forward(self, tgt, memory, padding):
+            causal = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1], dtype=tgt.dtype)
+            h = self.body(tgt, memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=padding)
+            return self.out(h.mean(1))
+
+    padding = torch.zeros(6, 4)
+    padding[::2, -1] = float("-inf")  # per-sample padding of the memory
+    clipper = check(Decoder(), (torch.randn(6, 5, 8), torch.randn(6, 4, 8), padding))
+    assert clipper.units["body.multihead_attn"] == "attention"  # query from tgt, key = value = memory
+    assert "generic" not in clipper.units.values() and "attention_vmap" not in clipper.units.values()
+
+
+def test_attention_with_frozen_in_projection() -> None:
+    torch.manual_seed(15)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+    layer.self_attn.in_proj_weight.requires_grad_(False)
+    layer.self_attn.in_proj_bias.requires_grad_(False)
     check(Head(layer, 8), torch.randn(6, 5, 8))
+
+
+def test_attention_the_native_path_cannot_compute_uses_vmap() -> None:
+    torch.manual_seed(16)
+
+    class Attn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(4, 2, batch_first=True, add_bias_kv=True)
+            self.out = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.out(self.attn(x, x, x, need_weights=False)[0].mean(1))
+
+    clipper = check(Attn(), torch.randn(6, 5, 4))
+    assert clipper.units["attn"] == "attention_vmap"
 
 
 def test_custom_module_uses_torch_func_fallback() -> None:

@@ -185,3 +185,20 @@ def test_replace_batch_norm_picks_a_dividing_group_count() -> None:
     assert model[1][0].eps == 1e-3 and not model[2].affine
     layers.check_supported(model)
     assert isinstance(layers.replace_batch_norm(nn.BatchNorm1d(8)), nn.GroupNorm)
+
+
+@pytest.mark.parametrize("method", ["ghost", "materialise"])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_conv_chunking_does_not_change_the_result(method: str, groups: int) -> None:
+    torch.manual_seed(7)
+    module = nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=groups).double()
+    a = [torch.randn(9, 4, 8, 7, dtype=torch.float64) for _ in range(2)]  # two calls of the module
+    with torch.no_grad():
+        b = [torch.randn_like(module(x)) for x in a]
+    c = torch.rand(9, dtype=torch.float64)
+    whole = layers.conv_grads(module, a, b, method=method, chunk_bytes=1 << 40)
+    for chunk_bytes in (1, 20_000):  # the floor (the output's size, 6912 bytes): one sample per chunk; a few
+        chunked = layers.conv_grads(module, a, b, method=method, chunk_bytes=chunk_bytes)
+        torch.testing.assert_close(chunked.norm_sq, whole.norm_sq, rtol=1e-12, atol=0)
+        for got, ref in zip(chunked.clipped_sum(c), whole.clipped_sum(c), strict=True):
+            torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-14)

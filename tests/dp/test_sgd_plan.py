@@ -161,3 +161,32 @@ def test_physical_batches_are_virtual_steps_of_one_noisy_step(data: tuple) -> No
     result = train_private(model, optimizer, loader, plan)
     assert optimizer.steps == plan.steps == result.steps
     assert optimizer.physical_batches > 2 * optimizer.steps  # ~80 records per step in chunks of 16
+
+
+def test_weight_average_is_what_the_model_keeps(data: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``average`` the model ends with the moving average of its iterates, computed step by step."""
+    monkeypatch.setenv(TEST_SEEDS_ENV, "1")
+    runs = {}
+    for average in (None, 0.9):
+        model, optimizer, loader, plan = _setup(_model(), data, randomness=Randomness.for_tests(5))
+        iterates: list[list[torch.Tensor]] = []
+        original_step = optimizer.step
+
+        def step(*args: object, _step=original_step, _model=model, _iterates=iterates) -> object:
+            out = _step(*args)
+            _iterates.append([p.detach().clone() for p in _model.parameters()])
+            return out
+
+        optimizer.step = step  # type: ignore[method-assign]
+        initial = [p.detach().clone() for p in model.parameters()]
+        train_private(model, optimizer, loader, plan, average=average)
+        runs[average] = ([p.detach().clone() for p in model.parameters()], initial, iterates)
+    last, _, iterates = runs[None]
+    assert all(torch.equal(a, b) for a, b in zip(last, iterates[-1], strict=True))
+    averaged, initial, iterates = runs[0.9]
+    expected = [p.clone() for p in initial]
+    for t, params in enumerate(iterates, start=1):
+        decay = min(0.9, (1 + t) / (10 + t))
+        expected = [decay * e + (1 - decay) * p for e, p in zip(expected, params, strict=True)]
+    assert all(torch.allclose(a, e, atol=1e-6) for a, e in zip(averaged, expected, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(averaged, iterates[-1], strict=True))

@@ -105,6 +105,10 @@ def train(
     max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="Per-sample clipping norm C.")] = 1.0,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.5,
     momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
+    average: Annotated[
+        float,
+        typer.Option(help="Decay of the moving average of the weights that is kept (0: the last step's weights)."),
+    ] = 0.995,
     optimizer: Annotated[str, typer.Option(help="sgd or adam.")] = "sgd",
     accountant: Annotated[str, typer.Option(help="pld (default, tight) or rdp.")] = "pld",
     tenant: Annotated[str | None, typer.Option(help="Tenant whose privacy budget is charged.")] = None,
@@ -154,6 +158,7 @@ def train(
         max_grad_norm=max_grad_norm,
         lr=lr,
         momentum=momentum,
+        average=average or None,
         optimizer=optimizer,
         accountant=accountant,
         label=label,

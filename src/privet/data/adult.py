@@ -5,13 +5,14 @@
 ``|1x3 Cross validator`` and its labels end with a dot (``<=50K.``). ``?`` marks a missing value; it is kept as
 a category of its own (its absence is information, and dropping those rows would change the population).
 
-:class:`TabularEncoder` is fitted on the training split only and applied to both: numeric columns are
-standardised (training mean and standard deviation), categorical columns one-hot encoded over the categories
-seen in training (a category seen only in the test split encodes as all zeros).
+:func:`load_adult` encodes with :data:`PUBLIC_ADULT_ENCODER`, built from public knowledge only: the category
+lists published in ``adult.names`` and fixed ranges for the numbers (age 17-90, years of education 1-16, hours
+1-99, capital gains and losses on a log scale up to the census top code 99,999). Nothing about the encoding is
+learnt from the records, so a DP model trained on them carries its guarantee end to end; a category outside the
+published lists encodes as all zeros.
 
-Privacy note: the encoder's statistics (means, standard deviations, the category lists) are computed from the
-training data without noise. They are not released with a DP model's weights as numbers, but they shape the
-inputs; a strict end-to-end guarantee needs them from public knowledge (e.g. ``adult.names``) instead.
+:meth:`TabularEncoder.fit` (used for a user's own table) takes the statistics from the training split instead;
+those are not privatised, which the training face says where it uses them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ import torch
 from privet.data.bundled import Split
 from privet.errors import NotFoundError, UsageError
 
-__all__ = ["ADULT_COLUMNS", "CATEGORICAL", "NUMERIC", "TabularEncoder", "load_adult", "read_adult_file"]
+__all__ = [
+    "ADULT_COLUMNS",
+    "CATEGORICAL",
+    "NUMERIC",
+    "PUBLIC_ADULT_ENCODER",
+    "TabularEncoder",
+    "load_adult",
+    "read_adult_file",
+]
 
 ADULT_COLUMNS: tuple[str, ...] = (
     "age",
@@ -60,6 +69,47 @@ CATEGORICAL: tuple[str, ...] = (
 )
 _LABELS = {"<=50K": 0, ">50K": 1}
 _HINT = "Use the official UCI files adult.data and adult.test (15 comma-separated fields per line)."
+
+
+# Public knowledge about Adult: ranges of the census coding and the categories listed in adult.names ("?" marks
+# a missing value and is a category of its own). fnlwgt (the survey's sampling weight) is dropped by default.
+_ADULT_RANGES: dict[str, tuple[float, float]] = {
+    "age": (17, 90),
+    "fnlwgt": (10_000, 1_500_000),
+    "education-num": (1, 16),
+    "capital-gain": (0, 99_999),
+    "capital-loss": (0, 99_999),
+    "hours-per-week": (1, 99),
+}
+_ADULT_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "workclass": (
+        "Private", "Self-emp-not-inc", "Self-emp-inc", "Federal-gov", "Local-gov", "State-gov", "Without-pay",
+        "Never-worked", "?",
+    ),
+    "education": (
+        "Bachelors", "Some-college", "11th", "HS-grad", "Prof-school", "Assoc-acdm", "Assoc-voc", "9th", "7th-8th",
+        "12th", "Masters", "1st-4th", "10th", "Doctorate", "5th-6th", "Preschool",
+    ),
+    "marital-status": (
+        "Married-civ-spouse", "Divorced", "Never-married", "Separated", "Widowed", "Married-spouse-absent",
+        "Married-AF-spouse",
+    ),
+    "occupation": (
+        "Tech-support", "Craft-repair", "Other-service", "Sales", "Exec-managerial", "Prof-specialty",
+        "Handlers-cleaners", "Machine-op-inspct", "Adm-clerical", "Farming-fishing", "Transport-moving",
+        "Priv-house-serv", "Protective-serv", "Armed-Forces", "?",
+    ),
+    "relationship": ("Wife", "Own-child", "Husband", "Not-in-family", "Other-relative", "Unmarried"),
+    "race": ("White", "Asian-Pac-Islander", "Amer-Indian-Eskimo", "Other", "Black"),
+    "sex": ("Female", "Male"),
+    "native-country": (
+        "United-States", "Cambodia", "England", "Puerto-Rico", "Canada", "Germany", "Outlying-US(Guam-USVI-etc)",
+        "India", "Japan", "Greece", "South", "China", "Cuba", "Iran", "Honduras", "Philippines", "Italy", "Poland",
+        "Jamaica", "Vietnam", "Mexico", "Portugal", "Ireland", "France", "Dominican-Republic", "Laos", "Ecuador",
+        "Taiwan", "Haiti", "Columbia", "Hungary", "Guatemala", "Nicaragua", "Scotland", "Thailand", "Yugoslavia",
+        "El-Salvador", "Trinadad&Tobago", "Peru", "Hong", "Holand-Netherlands", "?",
+    ),
+}  # fmt: skip
 
 
 def read_adult_file(path: Path) -> pd.DataFrame:
@@ -104,13 +154,36 @@ def read_adult_file(path: Path) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class TabularEncoder:
-    """Standardise numeric columns and one-hot encode categorical ones, with statistics from one (training) frame."""
+    """Centre and scale numeric columns and one-hot encode categorical ones.
+
+    ``log_columns`` are passed through ``log1p`` before scaling (heavy-tailed amounts).
+    """
 
     numeric: tuple[str, ...]
     means: tuple[float, ...]
     stds: tuple[float, ...]
     categorical: tuple[str, ...]
     categories: tuple[tuple[str, ...], ...]
+    log_columns: tuple[str, ...] = ()
+
+    @classmethod
+    def from_ranges(
+        cls,
+        ranges: dict[str, tuple[float, float]],
+        categories: dict[str, Sequence[str]],
+        log_columns: Sequence[str] = (),
+    ) -> TabularEncoder:
+        """An encoder from public knowledge: each numeric range maps to [-1, 1] (after ``log1p`` for
+        ``log_columns``), each categorical column to its listed categories."""
+        scaled = {c: (np.log1p(lo), np.log1p(hi)) if c in log_columns else (lo, hi) for c, (lo, hi) in ranges.items()}
+        return cls(
+            tuple(ranges),
+            tuple((lo + hi) / 2 for lo, hi in scaled.values()),
+            tuple((hi - lo) / 2 for lo, hi in scaled.values()),
+            tuple(categories),
+            tuple(tuple(v) for v in categories.values()),
+            tuple(log_columns),
+        )
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]) -> TabularEncoder:
@@ -138,6 +211,9 @@ class TabularEncoder:
         parts = []
         if self.numeric:
             values = frame[list(self.numeric)].to_numpy(dtype=np.float64)
+            for index, column in enumerate(self.numeric):
+                if column in self.log_columns:
+                    values[:, index] = np.log1p(np.maximum(values[:, index], 0.0))
             parts.append((values - np.asarray(self.means)) / np.asarray(self.stds))
         for column, values in zip(self.categorical, self.categories, strict=True):
             index = {value: code for code, value in enumerate(values)}
@@ -150,8 +226,15 @@ class TabularEncoder:
         return torch.tensor(encoded, dtype=torch.float32)
 
 
+PUBLIC_ADULT_ENCODER = TabularEncoder.from_ranges(
+    {c: r for c, r in _ADULT_RANGES.items() if c != "fnlwgt"},
+    {c: v for c, v in _ADULT_CATEGORIES.items()},
+    ("capital-gain", "capital-loss"),
+)
+
+
 def load_adult(directory: Path, *, drop: Sequence[str] = ("fnlwgt",)) -> Split:
-    """The official Adult train/test split, encoded by a :class:`TabularEncoder` fitted on ``adult.data``.
+    """The official Adult train/test split, encoded from public knowledge (:data:`PUBLIC_ADULT_ENCODER`).
 
     ``drop`` names attributes left out; by default ``fnlwgt``, the census sampling weight (a property of the
     survey, not of the person). Labels: 1 for ``>50K``, 0 for ``<=50K``.
@@ -163,8 +246,11 @@ def load_adult(directory: Path, *, drop: Sequence[str] = ("fnlwgt",)) -> Split:
     if unknown:
         raise UsageError(f"Adult has no attribute {unknown[0]!r}", f"Attributes: {', '.join(ADULT_COLUMNS[:-1])}.")
     train, test = read_adult_file(directory / "adult.data"), read_adult_file(directory / "adult.test")
-    encoder = TabularEncoder.fit(
-        train, [c for c in NUMERIC if c not in drop], [c for c in CATEGORICAL if c not in drop]
+    public = PUBLIC_ADULT_ENCODER
+    encoder = TabularEncoder.from_ranges(
+        {c: r for c, r in _ADULT_RANGES.items() if c not in drop},
+        {c: v for c, v in _ADULT_CATEGORIES.items() if c not in drop},
+        public.log_columns,
     )
     return Split(
         "uci-adult",

@@ -13,6 +13,7 @@ Typical use (loss averaged over the batch)::
         optimizer.step()                  # + N(0, (1.1 * 1.0)^2), / 256, then SGD
 """
 
+from privet.dp.sgd.attention import MultiheadAttention, replace_attention
 from privet.dp.sgd.engine import PerSampleClipper
 from privet.dp.sgd.layers import LayerGrads, check_supported, replace_batch_norm
 from privet.dp.sgd.optimizer import DPOptimizer
@@ -23,6 +24,7 @@ from privet.dp.sgd.sampler import PoissonSampler, ShuffledSampler
 __all__ = [
     "DPOptimizer",
     "LayerGrads",
+    "MultiheadAttention",
     "PerSampleClipper",
     "PoissonSampler",
     "PrivacyPlan",
@@ -30,6 +32,7 @@ __all__ = [
     "check_supported",
     "make_private",
     "plan_privacy",
+    "replace_attention",
     "replace_batch_norm",
     "train_private",
 ]

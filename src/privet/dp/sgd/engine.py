@@ -15,8 +15,20 @@ How it works
     At the end of the backward pass (an autograd engine callback) the per-sample squared norms of every unit are
     computed from ``(a, b)`` by :mod:`privet.dp.sgd.layers` (ghost norms or cheap materialisation, chosen per
     layer by cost), summed over units, and the clipped sums are formed with the layers' ordinary weight-gradient
-    ops on ``c``-scaled ``b``: the extra cost over a non-private step is the norm computation only.
-    A module of any other type that owns parameters (``MultiheadAttention``, a custom module, ...) is a generic
+    ops on ``c``-scaled ``b``: the extra cost over a non-private step is the norm computation only. A unit
+    called once per forward pass computes its norms as soon as its ``b`` arrives (LayerNorm/GroupNorm and
+    materialising layers then release ``a`` and ``b`` at once: their per-sample gradients are what remains);
+    the end-of-backward step releases each unit's tensors as soon as its clipped sum is formed.
+    ``nn.MultiheadAttention`` (and privet's :class:`~privet.dp.sgd.attention.MultiheadAttention`) is handled
+    natively, without replacing the module: while the clipper is attached its forward is
+    :func:`~privet.dp.sgd.attention.attention_forward` (same arguments and results: packed in-projection,
+    ``scaled_dot_product_attention``, ``out_proj``), the packed in-projection ``in_proj_weight``/``in_proj_bias``
+    is one unit handled like a Linear layer (ghost or materialised by cost; self-attention is one call over all
+    ``3E`` rows, cross-attention records which rows each projection used) and ``out_proj`` is an ordinary Linear
+    unit; parameters, state dict and optimizer references are untouched, so nothing has to be called first
+    (:func:`~privet.dp.sgd.attention.replace_attention` exists for code that wants the module itself). Only
+    ``kdim``/``vdim`` other than ``embed_dim``, ``add_bias_kv`` and ``add_zero_attn`` fall back to ``vmap``.
+    A module of any other type that owns parameters (a custom module, ...) is a generic
     unit covering its whole subtree: its forward runs under ``torch.func.vmap`` with its parameters expanded per
     sample, so the same single backward pass yields its per-sample gradients ``[B, *shape]`` (materialised).
     Dropout inside it stays valid (``randomness="different"``).
@@ -30,7 +42,8 @@ Loss convention
 
 Rules, checked or documented
     - Dimension 0 of every unit's input and output is the batch (``MultiheadAttention`` with
-      ``batch_first=False``: dimension 1, as PyTorch defines it). All units must see the same batch size in one
+      ``batch_first=False``: dimension 1 of its arguments, as PyTorch defines it; the engine moves it first).
+      All units must see the same batch size in one
       backward pass; a mismatch (e.g. a ``view(-1, d)`` that folds a sequence into the batch) is refused, as the
       clipping unit would silently become a token instead of an example.
     - BatchNorm is refused (see :func:`~privet.dp.sgd.layers.replace_batch_norm`).
@@ -44,8 +57,11 @@ Rules, checked or documented
     - The layer input must not be modified in place after the layer used it (checked by version counter).
 
 Memory: besides the activations autograd keeps anyway (the layer inputs, now saved by the units instead of by
-autograd), the output gradients of the units are held until the end of the backward pass, plus the Gram matrices
-or per-sample gradients of one unit at a time. Works on any device; all arithmetic stays on the parameters'
+autograd), the output gradients of the ghost-mode units are held until the end of the backward pass (the
+book-keeping method needs ``a`` and ``b`` of every such layer once the clipping factors are known), plus the
+Gram matrices or per-sample gradients of one unit at a time; convolution unfolds and the scaled rows of the
+clipped-sum matmuls are formed a chunk of samples at a time (:data:`~privet.dp.sgd.layers.CONV_CHUNK_BYTES`).
+Works on any device; all arithmetic stays on the parameters'
 device.
 """
 
@@ -60,7 +76,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from privet.dp.sgd import layers
+from privet.dp.sgd import attention, layers
 from privet.errors import UsageError
 
 __all__ = ["PerSampleClipper"]
@@ -72,12 +88,14 @@ _EPS = 1e-6
 class _Call:
     """One forward call of a unit: the saved input, its version, and the output gradient once backward ran."""
 
-    __slots__ = ("a", "b", "grads", "version")
+    __slots__ = ("a", "b", "grads", "lg", "seg", "version")
 
-    def __init__(self, a: Any) -> None:
+    def __init__(self, a: Any, seg: tuple[int, int] | None = None) -> None:
         self.a = a
         self.b: Tensor | None = None
         self.grads: dict[str, Tensor] = {}
+        self.lg: layers.LayerGrads | None = None  # formed during backward (a unit called once per forward)
+        self.seg = seg  # rows of the unit's weight this call used (attention in-projection), None: all
         self.version = a._version if isinstance(a, Tensor) else 0
 
 
@@ -85,6 +103,7 @@ class _Unit:
     """A module whose trainable parameters are clipped together with the rest of the model."""
 
     slots: tuple[str, ...] = ("weight", "bias")
+    kind = ""
 
     def __init__(self, engine: PerSampleClipper, name: str, module: nn.Module) -> None:
         self.engine = engine
@@ -105,6 +124,10 @@ class _Unit:
     def any_trainable(self) -> bool:
         return any(p is not None and p.requires_grad for p in self.params())
 
+    def active(self) -> bool:
+        """Whether the engine's forward must run (else the module's own, e.g. all parameters frozen)."""
+        return self.any_trainable()
+
     def restore(self) -> None:
         if "forward" in self.module.__dict__:
             del self.module.forward
@@ -114,33 +137,72 @@ class _Unit:
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
 
-    def tap(self, out: Tensor, a: Tensor) -> Tensor:
-        call = _Call(a)
+    def tap(self, out: Tensor, a: Tensor, seg: tuple[int, int] | None = None) -> Tensor:
+        call = _Call(a, seg)
         if not out.requires_grad:  # e.g. the first layer: its input needs no gradient and its weights are detached
-            out = out + self.engine._anchor(out)
-        out.register_hook(self.engine._grad_hook(call))
+            out = _Attach.apply(out, self.engine._anchor(out))
+        out.register_hook(self.engine._grad_hook(self, call))
         self.calls.append(call)
         return out
 
     # -- after backward --------------------------------------------------------------------------------------
 
+    def received(self, call: _Call) -> None:
+        """Called as soon as ``call.b`` arrives during backward.
+
+        A unit called once in the forward pass forms its norms (and, when it materialises, its per-sample
+        gradients) right away: the temporaries then come and go while autograd still frees activations, not at
+        the end of the backward pass where everything saved is live, and a materialising unit releases its
+        saved input and output gradient here (its recipe only keeps what the clipped sum needs).
+        """
+        if len(self.calls) != 1 or call.b is None or call.b.shape[0] == 0:
+            return
+        self.check_version(call)
+        with torch.no_grad():
+            call.lg = self.grads([call])
+        call.a = call.b = None
+
+    def layer_grads(self, calls: list[_Call]) -> layers.LayerGrads:
+        if len(calls) == 1 and calls[0].lg is not None:
+            return calls[0].lg
+        return self.grads(calls)
+
+    def check_version(self, call: _Call) -> None:
+        if isinstance(call.a, Tensor) and call.a._version != call.version:
+            raise UsageError(
+                f"the input of module '{self.name}' was modified in place after the module used it",
+                "Avoid in-place operations on a layer's input (e.g. use x = x + y instead of x += y).",
+            )
+
     def done(self) -> list[_Call]:
-        calls = [c for c in self.calls if c.b is not None or c.grads]
+        calls = [c for c in self.calls if c.b is not None or c.grads or c.lg is not None]
         for c in calls:
-            if isinstance(c.a, Tensor) and c.a._version != c.version:
-                raise UsageError(
-                    f"the input of module '{self.name}' was modified in place after the module used it",
-                    "Avoid in-place operations on a layer's input (e.g. use x = x + y instead of x += y).",
-                )
+            self.check_version(c)
         return calls
 
     def grads(self, calls: list[_Call]) -> layers.LayerGrads:
         raise NotImplementedError
 
 
+class _Attach(torch.autograd.Function):
+    """``x`` (copied) attached to the graph through ``anchor``, so that a hook on it sees its gradient.
+
+    Unlike ``x + anchor`` its backward is free: the anchor gets no gradient (``None``), where the sum would
+    reduce the whole output gradient to a scalar nobody reads (measurable on small models).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, anchor: Tensor) -> Tensor:
+        return x.clone()  # a fresh tensor: a view returned by a Function could not be modified in place
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, None]:
+        return None, None
+
+
 def _forward_override(unit: _Unit) -> Callable[..., Any]:
     def forward(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        if unit.bypass or not torch.is_grad_enabled() or not unit.any_trainable():
+        if unit.bypass or not torch.is_grad_enabled() or not unit.active():
             return unit.original(*args, **kwargs)
         return unit.forward(*args, **kwargs)
 
@@ -159,6 +221,8 @@ def _cat_seq(tensors: list[Tensor], *, feature: bool = True) -> Tensor:
 
 
 class _LinearUnit(_Unit):
+    kind = "linear"
+
     def forward(self, x: Tensor) -> Tensor:
         m = self.module
         return self.tap(F.linear(x, m.weight.detach(), _d(m.bias)), x)
@@ -170,6 +234,8 @@ class _LinearUnit(_Unit):
 
 
 class _ConvUnit(_Unit):
+    kind = "conv"
+
     def forward(self, x: Tensor) -> Tensor:
         m = self.module
         return self.tap(m._conv_forward(x, m.weight.detach(), _d(m.bias)), x)
@@ -186,6 +252,7 @@ class _ConvUnit(_Unit):
 
 class _EmbeddingUnit(_Unit):
     slots = ("weight",)
+    kind = "embedding"
 
     def __init__(self, engine: PerSampleClipper, name: str, module: nn.Embedding) -> None:
         if module.scale_grad_by_freq or module.sparse:
@@ -207,33 +274,56 @@ class _EmbeddingUnit(_Unit):
         return layers.embedding_grads(self.module, idx, b)
 
 
-class _LayerNormUnit(_Unit):
+class _EagerNormUnit(_Unit):
+    """LayerNorm / GroupNorm: per-sample gradients (``[B, C]``) are tiny, so they are formed as soon as the output
+    gradient arrives, and the saved input and the output gradient are released then instead of at the end of
+    the backward pass."""
+
+    def per_sample(self, a: Tensor, b: Tensor) -> list[Tensor | None]:
+        raise NotImplementedError
+
+    def received(self, call: _Call) -> None:
+        assert call.b is not None
+        self.check_version(call)
+        with torch.no_grad():
+            parts = self.per_sample(call.a, call.b)
+        call.grads = {slot: g for slot, g in zip(self.slots, parts, strict=True) if g is not None}
+        call.a = call.b = None
+
+    def grads(self, calls: list[_Call]) -> layers.LayerGrads:
+        total: list[Tensor | None] = []
+        for slot in self.slots:
+            parts = [c.grads[slot] for c in calls if slot in c.grads]
+            total.append(sum(parts[1:], parts[0]) if parts else None)
+        return layers.materialised_grads(total)
+
+
+class _LayerNormUnit(_EagerNormUnit):
+    kind = "layernorm"
+
     def forward(self, x: Tensor) -> Tensor:
         m = self.module
         return self.tap(F.layer_norm(x, m.normalized_shape, _d(m.weight), _d(m.bias), m.eps), x)
 
-    def grads(self, calls: list[_Call]) -> layers.LayerGrads:
-        return _sum_materialised([layers.layer_norm_per_sample(self.module, c.a, c.b) for c in calls])
+    def per_sample(self, a: Tensor, b: Tensor) -> list[Tensor | None]:
+        return layers.layer_norm_per_sample(self.module, a, b)
 
 
-class _GroupNormUnit(_Unit):
+class _GroupNormUnit(_EagerNormUnit):
+    kind = "groupnorm"
+
     def forward(self, x: Tensor) -> Tensor:
         m = self.module
         return self.tap(F.group_norm(x, m.num_groups, _d(m.weight), _d(m.bias), m.eps), x)
 
-    def grads(self, calls: list[_Call]) -> layers.LayerGrads:
-        return _sum_materialised([layers.group_norm_per_sample(self.module, c.a, c.b) for c in calls])
-
-
-def _sum_materialised(per_call: list[list[Tensor | None]]) -> layers.LayerGrads:
-    total = per_call[0]
-    for parts in per_call[1:]:
-        total = [None if t is None else t + p for t, p in zip(total, parts, strict=True)]
-    return layers.materialised_grads(total)
+    def per_sample(self, a: Tensor, b: Tensor) -> list[Tensor | None]:
+        return layers.group_norm_per_sample(self.module, a, b)
 
 
 class _GenericUnit(_Unit):
     """Any other module owning parameters: per-sample gradients via ``vmap`` with per-sample expanded parameters."""
+
+    kind = "generic"
 
     def __init__(self, engine: PerSampleClipper, name: str, module: nn.Module) -> None:
         super().__init__(engine, name, module)
@@ -315,8 +405,11 @@ class _GenericUnit(_Unit):
         return layers.materialised_grads(total)
 
 
-class _AttentionUnit(_GenericUnit):
-    """``nn.MultiheadAttention``: query/key/value batched at dim 0 (batch_first) or 1; masks as PyTorch defines."""
+class _AttentionVmapUnit(_GenericUnit):
+    """``nn.MultiheadAttention`` that :mod:`.attention` cannot compute (kdim/vdim, add_bias_kv, add_zero_attn):
+    the generic ``vmap`` path; query/key/value batched at dim 0 (batch_first) or 1; masks as PyTorch defines."""
+
+    kind = "attention_vmap"
 
     def batch_dims(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[int | None], int]:
         bd = 0 if self.module.batch_first else 1
@@ -341,6 +434,71 @@ class _AttentionUnit(_GenericUnit):
         return [out_dim, 0][: len(out_leaves)] + [0] * max(0, len(out_leaves) - 2)
 
 
+class _AttentionUnit(_Unit):
+    """``nn.MultiheadAttention`` (or privet's): the packed in-projection ``in_proj_weight``/``in_proj_bias`` is
+    this unit, handled as a Linear layer (ghost or materialised by cost); ``out_proj`` is its own Linear unit; the
+    attention in between runs through ordinary autograd (:func:`~privet.dp.sgd.attention.attention_forward`).
+
+    Self-attention is one projection call over all ``3 E`` rows; cross-attention projects the query with rows
+    ``[0, E)`` and key/value with ``[E, 3E)`` (or each separately): every call records which rows it used.
+    """
+
+    slots = ("in_proj_weight", "in_proj_bias")
+    kind = "attention"
+
+    def active(self) -> bool:
+        # The module's own forward would apply out_proj with F.linear, bypassing out_proj's unit: always take
+        # the engine's path while any parameter of the attention (out_proj included) trains.
+        return any(p.requires_grad for p in self.module.parameters())
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return attention.attention_forward(self.module, *args, projection=self.project, **kwargs)
+
+    def project(self, module: nn.Module, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, ...]:
+        if not self.any_trainable():
+            return attention.project(module, query, key, value)
+        w, b, e = module.in_proj_weight.detach(), _d(module.in_proj_bias), module.embed_dim
+
+        def linear(x: Tensor, lo: int, hi: int) -> Tensor:
+            return self.tap(F.linear(x, w[lo:hi], None if b is None else b[lo:hi]), x, (lo, hi))
+
+        if query is key and key is value:
+            return tuple(linear(query, 0, 3 * e).chunk(3, -1))
+        if key is value:
+            return (linear(query, 0, e), *linear(key, e, 3 * e).chunk(2, -1))
+        return linear(query, 0, e), linear(key, e, 2 * e), linear(value, 2 * e, 3 * e)
+
+    def grads(self, calls: list[_Call]) -> layers.LayerGrads:
+        weight, bias = self.trainable("in_proj_weight"), self.trainable("in_proj_bias")
+        e = self.module.embed_dim
+        if all(c.seg == (0, 3 * e) for c in calls):  # self-attention only: one Linear of 3E outputs
+            return layers.linear_grads(
+                _cat_seq([c.a for c in calls]), _cat_seq([c.b for c in calls]), weight=weight, bias=bias
+            )
+        # Mixed calls: the q, k and v row blocks are disjoint parameters; norms add, sums concatenate.
+        blocks: list[layers.LayerGrads | None] = []
+        for lo in (0, e, 2 * e):
+            parts = [(c.a, c.b[..., lo - c.seg[0] : lo - c.seg[0] + e]) for c in calls if c.seg[0] <= lo < c.seg[1]]
+            blocks.append(
+                layers.linear_grads(
+                    _cat_seq([a for a, _ in parts]), _cat_seq([g for _, g in parts]), weight=weight, bias=bias
+                )
+                if parts
+                else None
+            )
+        present = [lg for lg in blocks if lg is not None]
+        norm_sq = sum((lg.norm_sq for lg in present[1:]), present[0].norm_sq)
+        like = self.module.in_proj_weight
+
+        def clip(c: Tensor) -> list[Tensor | None]:
+            sums = [lg.clipped_sum(c) if lg is not None else [None, None] for lg in blocks]
+            w_parts = [s[0] if s[0] is not None else like.new_zeros(e, e) for s in sums]
+            b_parts = [s[1] if s[1] is not None else like.new_zeros(e) for s in sums]
+            return [torch.cat(w_parts) if weight else None, torch.cat(b_parts) if bias else None]
+
+        return layers.LayerGrads(norm_sq, clip)
+
+
 _HANDLED: dict[type, type[_Unit]] = {
     nn.Linear: _LinearUnit,
     nn.modules.linear.NonDynamicallyQuantizableLinear: _LinearUnit,
@@ -349,8 +507,9 @@ _HANDLED: dict[type, type[_Unit]] = {
     nn.Embedding: _EmbeddingUnit,
     nn.LayerNorm: _LayerNormUnit,
     nn.GroupNorm: _GroupNormUnit,
-    nn.MultiheadAttention: _AttentionUnit,
+    nn.MultiheadAttention: _AttentionVmapUnit,
 }
+_ATTENTION = (nn.MultiheadAttention, attention.MultiheadAttention)
 
 
 class PerSampleClipper:
@@ -406,7 +565,7 @@ class PerSampleClipper:
                             "are not supported by privet's DP-SGD engine.",
                         )
                     owners[id(p)] = unit.name
-            self._layout = {u.name: type(u).__name__.strip("_").removesuffix("Unit").lower() for u in self._units}
+            self._layout = {u.name: u.kind for u in self._units}
             for name, p in module.named_parameters():
                 if p.requires_grad:
                     self._handles.append(p.register_hook(_leak_hook(name)))
@@ -417,6 +576,12 @@ class PerSampleClipper:
     # -- setup -----------------------------------------------------------------------------------------------
 
     def _build(self, module: nn.Module, prefix: str) -> None:
+        if type(module) in _ATTENTION and attention.native_supported(module) is None:
+            if module.in_proj_weight is not None:
+                self._units.append(_AttentionUnit(self, prefix, module))
+            for name, child in module.named_children():  # out_proj: an ordinary Linear unit
+                self._build(child, f"{prefix}.{name}" if prefix else name)
+            return
         kind = _HANDLED.get(type(module))
         own = any(True for _ in module.parameters(recurse=False))
         if kind is not None and any(True for _ in module.parameters()):
@@ -443,7 +608,9 @@ class PerSampleClipper:
 
     @property
     def units(self) -> dict[str, str]:
-        """Unit name -> how it is handled: linear, conv, embedding, layernorm, groupnorm, attention, generic."""
+        """Unit name -> how it is handled: linear, conv, embedding, layernorm, groupnorm, generic (vmap), attention
+        (a MultiheadAttention's in-projection, handled as a Linear; its ``out_proj`` is a separate linear unit),
+        attention_vmap (a MultiheadAttention the attention path cannot compute, through vmap)."""
         return dict(self._layout)
 
     # -- backward machinery ----------------------------------------------------------------------------------
@@ -461,15 +628,16 @@ class PerSampleClipper:
             self._queued = True
             torch.autograd.Variable._execution_engine.queue_callback(self._finish)
 
-    def _grad_hook(self, call: _Call) -> Callable[[Tensor], None]:
+    def _grad_hook(self, unit: _Unit, call: _Call) -> Callable[[Tensor], None]:
         def hook(grad: Tensor) -> None:
-            if call.b is not None:
+            if call.b is not None or call.grads or call.lg is not None:
                 raise UsageError(
                     "a second backward pass went through the same forward pass",
                     "Run one forward pass per backward pass (no retain_graph) with the DP-SGD engine.",
                 )
             call.b = grad
             self._queue()
+            unit.received(call)
 
         return hook
 
@@ -499,7 +667,7 @@ class PerSampleClipper:
         work: list[tuple[_Unit, layers.LayerGrads]] = []
         sizes: dict[str, int] = {}
         for unit, calls in pending:
-            lg = unit.grads(calls)
+            lg = unit.layer_grads(calls)
             work.append((unit, lg))
             sizes[unit.name] = lg.norm_sq.shape[0]
         if not work:
@@ -520,8 +688,13 @@ class PerSampleClipper:
         norms = norm_sq.clamp_min(0).sqrt() * scale
         factor = (self.max_grad_norm / (norms + _EPS)).clamp(max=1.0) * scale
         self.last_norms = norms
-        for unit, lg in work:
+        del pending, calls
+        work.reverse()
+        while work:  # release each unit's saved tensors as soon as its clipped sum is formed
+            unit, lg = work.pop()
+            unit.calls = []
             grads = lg.clipped_sum(factor.to(lg.norm_sq.device))
+            del lg
             for p, g in zip(unit.params(), grads, strict=True):
                 if g is None or p is None or not p.requires_grad:
                     continue
@@ -535,6 +708,8 @@ class PerSampleClipper:
 def _batch_size(call: _Call) -> int:
     if call.b is not None:
         return call.b.shape[0]
+    if call.lg is not None:
+        return call.lg.norm_sq.shape[0]
     return next(iter(call.grads.values())).shape[0]
 
 

@@ -59,6 +59,7 @@ class TrainSpec:
     max_grad_norm: float = 1.0
     lr: float = 0.5
     momentum: float = 0.9
+    average: float | None = 0.995  # EMA of the weights (post-processing: no privacy cost); None: last iterate
     optimizer: str = "sgd"
     accountant: str = "pld"
     label: str = "label"
@@ -82,6 +83,8 @@ class TrainSpec:
             raise UsageError(f"--delta must be in (0, 1), got {self.delta!r}")
         if not 0 <= self.momentum < 1:
             raise UsageError(f"--momentum must be in [0, 1), got {self.momentum!r}")
+        if self.average is not None and not 0 < self.average < 1:
+            raise UsageError(f"--average must be in [0, 1), got {self.average!r}", "0 keeps the last weights.")
         if self.batch_size < 1 or (self.physical_batch_size is not None and self.physical_batch_size < 1):
             raise UsageError("--batch-size and --physical-batch-size must be positive")
         if self.limit is not None and self.limit < 2:
@@ -301,7 +304,9 @@ def run_job(
             physical_batch_size=spec.physical_batch_size,
             description=f"privet train {model_spec.kind} on {split.name}",
         )
-        result = train_private(private_model, optimizer, loader, plan, device=device, console=console)
+        result = train_private(
+            private_model, optimizer, loader, plan, device=device, console=console, average=spec.average
+        )
         history, steps = result.history, result.steps
     else:
         history, steps = _train_plain(spec, model, split, device, console)

@@ -66,6 +66,14 @@ __all__ = [
 
 _BATCH_NORMS = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm)
 
+CONV_CHUNK_BYTES = 4 << 20
+"""Budget for the temporaries formed a chunk of samples at a time (a convolution's unfolded input and Gram
+matrices in :func:`conv_grads`, the scaled rows of a weight-gradient matmul)."""
+
+
+def _chunk_rows(n: int, per_sample_bytes: int, budget: int) -> int:
+    return max(1, min(n, budget // max(1, per_sample_bytes)))
+
 
 class LayerGrads:
     """One layer's per-sample squared norms and its clipped-sum recipe for one batch.
@@ -100,6 +108,27 @@ def _weighted(c: Tensor, per_sample: Tensor) -> Tensor:
     return (c.to(flat.dtype) @ flat).view(per_sample.shape[1:])
 
 
+def _weighted_outer(c: Tensor, b3: Tensor, a3: Tensor) -> Tensor:
+    """``sum_i c_i b3[i]^T a3[i]`` (the weight-gradient matmul on ``c``-scaled rows): the narrower of ``a`` and
+    ``b`` is scaled, a chunk of samples at a time, so the temporary stays under :data:`CONV_CHUNK_BYTES`."""
+    n, t, d_out = b3.shape
+    d_in = a3.shape[2]
+    scale_b = d_out <= d_in
+    c = c.to(b3.dtype)
+    rows = _chunk_rows(n, t * min(d_in, d_out) * b3.element_size(), CONV_CHUNK_BYTES)
+    out: Tensor | None = None
+    for start in range(0, n, rows):
+        bb, aa, cc = b3[start : start + rows], a3[start : start + rows], c[start : start + rows].view(-1, 1, 1)
+        if scale_b:
+            bb = bb * cc
+        else:
+            aa = aa * cc
+        lhs, rhs = bb.reshape(-1, d_out).t(), aa.reshape(-1, d_in)
+        out = lhs @ rhs if out is None else out.addmm_(lhs, rhs)
+    assert out is not None
+    return out
+
+
 def choose_ghost(t: int, d_in: int, d_out: int) -> bool:
     """True when the ghost norm (Gram matrices, ``~T^2 (d_in + d_out)``) is no dearer than materialising."""
     return t * (d_in + d_out) <= d_in * d_out
@@ -114,18 +143,26 @@ def linear_grads(a: Tensor, b: Tensor, *, weight: bool = True, bias: bool = True
     a3 = a.reshape(n, -1, a.shape[-1])
     b3 = b.reshape(n, -1, b.shape[-1])
     t, d_in, d_out = a3.shape[1], a3.shape[2], b3.shape[2]
+    if t == 1:  # one position per sample: rank-one per-sample gradients, norms from row norms
+        b_sq = _sq(b3)
+        norm_sq = _sq(a3) * b_sq if weight else b3.new_zeros(n)
+        if bias:
+            norm_sq = norm_sq + b_sq
+        b2 = b3.reshape(n, d_out)
+
+        def clip_rows(c: Tensor) -> list[Tensor | None]:
+            return [_weighted_outer(c, b3, a3) if weight else None, _weighted(c, b2) if bias else None]
+
+        return LayerGrads(norm_sq, clip_rows)
     norm_sq = b3.new_zeros(n)
     w_sum: Callable[[Tensor], Tensor | None] = lambda c: None  # noqa: E731
     if weight:
         ghost = method == "ghost" or (method == "auto" and choose_ghost(t, d_in, d_out))
-        if t == 1:
-            norm_sq = norm_sq + _sq(a3) * _sq(b3)
-        elif ghost:
+        if ghost:
             norm_sq = norm_sq + (torch.bmm(a3, a3.transpose(1, 2)) * torch.bmm(b3, b3.transpose(1, 2))).sum((1, 2))
-        if t == 1 or ghost:
 
             def w_sum(c: Tensor) -> Tensor:
-                return (b3 * _expand(c, b3)).reshape(-1, d_out).t() @ a3.reshape(-1, d_in)
+                return _weighted_outer(c, b3, a3)
 
         else:
             g = torch.bmm(b3.transpose(1, 2), a3)  # [B, d_out, d_in]
@@ -182,6 +219,7 @@ def conv_grads(
     weight: bool = True,
     bias: bool = True,
     method: str = "auto",
+    chunk_bytes: int | None = None,
 ) -> LayerGrads:
     """Conv1d/Conv2d ``module`` with input ``a`` ``[B, C_in, *]`` and output grad ``b`` ``[B, C_out, *]``.
 
@@ -190,6 +228,11 @@ def conv_grads(
     convolution's own weight-gradient kernel on ``c``-scaled ``b``. ``a`` and ``b`` may be lists (one entry per
     call of the module in a forward pass: the per-sample gradient is the sum over calls, so their positions are
     concatenated). Clipped sum order: ``[weight, bias]``.
+
+    The unfolded input is formed for a chunk of samples at a time, at most ``chunk_bytes`` (default
+    :data:`CONV_CHUNK_BYTES`, 4 MiB), or the size of the layer's output if that is larger (at least one sample):
+    the temporary stays within the layer's own activation footprint instead of ``kernel size`` times its input
+    for the whole batch. The result does not depend on the chunking (each sample is computed on its own).
     """
     a_list = [a] if isinstance(a, Tensor) else list(a)
     b_list = [b] if isinstance(b, Tensor) else list(b)
@@ -201,17 +244,29 @@ def conv_grads(
     if weight:
         groups, w_shape = module.groups, list(module.weight.shape)
         d_in, d_out, length = math.prod(w_shape[1:]), c_out // groups, bl.shape[2]
-        cols = [_unfold(module, x) for x in a_list]
-        a3 = cols[0] if len(cols) == 1 else torch.cat(cols, 1)  # [B, L, C_in * k]
-        del cols
         ghost = method == "ghost" or (method == "auto" and choose_ghost(length, d_in, d_out))
-        per_group = [(a3[..., j * d_in : (j + 1) * d_in], bl[:, j * d_out : (j + 1) * d_out]) for j in range(groups)]
+        item = bl.element_size()
+        per_sample_bytes = length * groups * d_in * item + (3 * length * length * item if ghost else 0)
+        budget = max(CONV_CHUNK_BYTES if chunk_bytes is None else chunk_bytes, bl.numel() * item)
+        rows = _chunk_rows(n, per_sample_bytes, budget)
+        per_sample = None if ghost else bl.new_empty(n, groups, d_out, d_in)
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            cols = [_unfold(module, x[start:stop]) for x in a_list]
+            a3 = cols[0] if len(cols) == 1 else torch.cat(cols, 1)  # [rows, L, C_in * k]
+            del cols
+            for j in range(groups):
+                aj, bj = a3[..., j * d_in : (j + 1) * d_in], bl[start:stop, j * d_out : (j + 1) * d_out]
+                if ghost:
+                    gram = torch.bmm(aj, aj.transpose(1, 2))
+                    gram.mul_(torch.bmm(bj.transpose(1, 2), bj))
+                    norm_sq[start:stop] += gram.sum((1, 2))
+                elif groups == 1:
+                    torch.bmm(bj, aj, out=per_sample[start:stop, 0])
+                else:
+                    per_sample[start:stop, j].copy_(torch.bmm(bj, aj))
+            del a3
         if ghost:
-            for aj, bj in per_group:
-                gram_a = torch.bmm(aj, aj.transpose(1, 2))
-                gram_b = torch.bmm(bj.transpose(1, 2), bj)
-                norm_sq = norm_sq + (gram_a * gram_b).sum((1, 2))
-            del a3, per_group
             padded = [_conv_padded(module, x) for x in a_list]
 
             def w_sum(c: Tensor) -> Tensor:
@@ -234,8 +289,7 @@ def conv_grads(
                 return total
 
         else:
-            per_sample = torch.stack([torch.bmm(bj, aj) for aj, bj in per_group], 1)  # [B, g, C_out/g, d_in]
-            del a3, per_group
+            assert per_sample is not None  # [B, groups, C_out/groups, d_in]
             norm_sq = norm_sq + _sq(per_sample)
 
             def w_sum(c: Tensor) -> Tensor:

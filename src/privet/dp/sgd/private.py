@@ -223,6 +223,12 @@ class TrainResult:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
+def _update_average(averaged: list[Tensor], model: nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for mean, param in zip(averaged, model.parameters(), strict=True):
+            mean.mul_(decay).add_(param.detach(), alpha=1 - decay)
+
+
 def _chunks(batch: tuple[Tensor, ...], size: int | None) -> list[tuple[Tensor, ...]]:
     total = len(batch[0])
     if size is None or total <= size:
@@ -256,6 +262,7 @@ def train_private(
     console: Console | None = None,
     epsilon_every: int | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    average: float | None = None,
 ) -> TrainResult:
     """Run every step of ``loader`` (one pass: ``plan.steps`` Poisson batches), grouped into epochs.
 
@@ -264,6 +271,10 @@ def train_private(
     optimizer divides the noisy sum by the expected batch size. With ``console`` a progress bar (loss, accuracy,
     epsilon so far) is drawn there. Epsilon so far is recomputed at each epoch end, and every ``epsilon_every``
     steps when given (each costs about 0.1-1 s).
+
+    ``average`` (e.g. 0.995) keeps an exponential moving average of the weights over the steps and leaves it in
+    the model at the end: post-processing of the private iterates, so it costs no privacy, and it smooths out the
+    noise DP-SGD adds (De et al. 2022). The decay warms up as ``min(average, (1 + t) / (10 + t))``.
     """
     loss_fn = loss_fn or nn.CrossEntropyLoss(reduction="sum")
     # Epochs: round(steps * q) of them (at least 1), ending at evenly spread steps.
@@ -282,6 +293,7 @@ def train_private(
         task = bar.add_task("DP-SGD epoch 1", total=plan.steps, stats="")
     model.train()
     step = 0
+    averaged = None if average is None else [p.detach().clone() for p in model.parameters()]
     # Running sums stay on the device; they are read (a device sync) only when shown or recorded.
     loss_acc = correct_acc = None
     try:
@@ -304,6 +316,8 @@ def train_private(
                     count += len(y)
             seen += len(batch[0])
             optimizer.step()
+            if averaged is not None:
+                _update_average(averaged, model, min(average or 0.0, (1 + step) / (10 + step)))
             end_of_epoch = step in ends
             if end_of_epoch or (epsilon_every and step % epsilon_every == 0):
                 epsilon = plan.epsilon_after(step)
@@ -335,6 +349,10 @@ def train_private(
         if bar is not None:
             bar.stop()
         model.eval()
+    if averaged is not None:
+        with torch.no_grad():
+            for param, mean in zip(model.parameters(), averaged, strict=True):
+                param.copy_(mean)
     if step != plan.steps:
         raise UsageError(
             f"the loader ran {step} steps but the plan accounts for {plan.steps}",

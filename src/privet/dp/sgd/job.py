@@ -60,6 +60,7 @@ class TrainSpec:
     lr: float = 0.5
     momentum: float = 0.9
     average: float | None = 0.995  # EMA of the weights (post-processing: no privacy cost); None: last iterate
+    schedule: str = "constant"  # learning rate: constant or cosine decay over the planned steps
     optimizer: str = "sgd"
     accountant: str = "pld"
     label: str = "label"
@@ -305,7 +306,14 @@ def run_job(
             description=f"privet train {model_spec.kind} on {split.name}",
         )
         result = train_private(
-            private_model, optimizer, loader, plan, device=device, console=console, average=spec.average
+            private_model,
+            optimizer,
+            loader,
+            plan,
+            device=device,
+            console=console,
+            average=spec.average,
+            schedule=spec.schedule,
         )
         history, steps = result.history, result.steps
     else:

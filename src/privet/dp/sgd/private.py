@@ -16,6 +16,7 @@ Without a ledger the plan says so (``plan.ledger is None``); privet's CLI always
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -263,6 +264,7 @@ def train_private(
     epsilon_every: int | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     average: float | None = None,
+    schedule: str = "constant",
 ) -> TrainResult:
     """Run every step of ``loader`` (one pass: ``plan.steps`` Poisson batches), grouped into epochs.
 
@@ -275,6 +277,8 @@ def train_private(
     ``average`` (e.g. 0.995) keeps an exponential moving average of the weights over the steps and leaves it in
     the model at the end: post-processing of the private iterates, so it costs no privacy, and it smooths out the
     noise DP-SGD adds (De et al. 2022). The decay warms up as ``min(average, (1 + t) / (10 + t))``.
+    ``schedule`` ``"cosine"`` decays the learning rate to zero over the planned steps (the steps are fixed in advance
+    by the privacy plan, so the schedule is too); ``"constant"`` keeps it.
     """
     loss_fn = loss_fn or nn.CrossEntropyLoss(reduction="sum")
     # Epochs: round(steps * q) of them (at least 1), ending at evenly spread steps.
@@ -294,6 +298,9 @@ def train_private(
     model.train()
     step = 0
     averaged = None if average is None else [p.detach().clone() for p in model.parameters()]
+    if schedule not in ("constant", "cosine"):
+        raise UsageError(f"learning-rate schedule {schedule!r} is not one of constant, cosine")
+    base_rates = [group["lr"] for group in optimizer.param_groups]
     # Running sums stay on the device; they are read (a device sync) only when shown or recorded.
     loss_acc = correct_acc = None
     try:
@@ -301,6 +308,10 @@ def train_private(
             if device is not None:
                 batch = tuple(t.to(device, non_blocking=True) for t in batch)
             optimizer.zero_grad(set_to_none=True)
+            if schedule == "cosine":
+                factor = 0.5 * (1 + math.cos(math.pi * (step - 1) / plan.steps))
+                for group, base in zip(optimizer.param_groups, base_rates, strict=True):
+                    group["lr"] = base * factor
             if len(batch[0]):  # an empty Poisson batch has a zero clipped sum: the optimizer still noises it
                 chunks = _chunks(batch, plan.physical_batch_size)
                 for index, (x, y) in enumerate(chunks):

@@ -423,3 +423,15 @@ def test_shared_patterns_run_on_chinese_text(analyzer: Analyzer) -> None:
     text = "请发邮件到zhangsan@example.com，服务器192.0.2.7。"
     assert (t.EMAIL, "zhangsan@example.com") in found(analyzer, text)
     assert (t.IP_ADDRESS, "192.0.2.7") in found(analyzer, text)
+
+
+@pytest.mark.parametrize("value", ["394 13", "7412 SL", "B0J 2H0", "02139", "90210-1234"])
+def test_postcodes_of_several_countries_with_context(analyzer, value: str) -> None:
+    text = f"ZIP: {value}"
+    assert [(f.entity, text[f.start : f.end]) for f in analyzer.analyze(text)] == [("ZIP_CODE", value)]
+
+
+def test_postcode_after_its_town(analyzer) -> None:
+    text = "We are looking to support them in Costamezzana 43015 in its mission."
+    found = {(f.entity, text[f.start : f.end]) for f in analyzer.analyze(text)}
+    assert ("ZIP_CODE", "43015") in found

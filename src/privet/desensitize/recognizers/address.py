@@ -77,6 +77,10 @@ _CALENDAR = lexicon.words(
     "january february march april may june july august september october november december jan feb mar apr jun "
     "jul aug sep sept oct nov dec monday tuesday wednesday thursday friday saturday sunday"
 )
+# "in Costamezzana 43015", "in ÖVERTURINGEN 840 24": a postcode written after the town it belongs to.
+_TOWN_POSTCODE = re.compile(
+    r"(?<=\bin )[A-ZÀ-Þ][\w'’.-]*(?: [A-ZÀ-Þa-z][\w'’.-]*){0,3} (\d{3,5}(?:[ -]\d{2,4})?)(?![\w-])"
+)
 _UNIT_WORDS = lexicon.words("apt apartment suite ste unit flat room rm floor fl bldg building box psc no")
 # Street types written in lower case inside a street name ("Piroska u. 97.", "Csabai kapu 39.").
 _LOWER_STREET_TYPES = lexicon.words(
@@ -241,6 +245,8 @@ class AddressRecognizer(Recognizer):
         for m in _UNIT_RE.finditer(text):
             out.append(Finding(t.STREET_ADDRESS, m.start(), m.end(), 0.6, self.name))
         out.extend(self._intersections(text))
+        for m in _TOWN_POSTCODE.finditer(text):
+            out.append(Finding(t.ZIP_CODE, m.start(1), m.end(1), 0.6, self.name))
         for m in _NAMED_STREET.finditer(text):
             out.append(Finding(t.STREET_ADDRESS, m.start(), m.end(), 0.5, self.name))
         for regex in (_BOX_RE, _MILITARY_RE):

@@ -313,7 +313,8 @@ PATTERNS: tuple[Pattern, ...] = (
     Pattern(
         "zip",
         t.ZIP_CODE,
-        r"(?<![\w-])\d{3,5}(?:-\d{3,4})?(?![\w-])",
+        # US/most countries, "394 13" (Sweden, Czechia), "7412 SL" (Netherlands), "B0J 2H0" (Canada).
+        r"(?<![\w-])(?:\d{3} \d{2}|\d{4} ?[A-Z]{2}|[A-Z]\d[A-Z] ?\d[A-Z]\d|\d{3,5}(?:-\d{3,4})?)(?![\w-])",
         0.4,
         context=("zip", "postal", "postcode", "post code", "zipcode"),
         context_required=True,

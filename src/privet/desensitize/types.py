@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -92,7 +93,7 @@ class Pattern:
     tags: frozenset[str] = field(default_factory=frozenset)
 
 
-class Recognizer:
+class Recognizer(abc.ABC):
     """A recognizer that is not a single regular expression (dictionaries, NER models, segmenters).
 
     Subclasses set ``name``, ``entities`` and ``languages`` and implement :meth:`find`. ``find`` must be
@@ -103,5 +104,6 @@ class Recognizer:
     entities: tuple[str, ...] = ()
     languages: tuple[str, ...] = ("en", "zh")
 
+    @abc.abstractmethod
     def find(self, text: str, language: str) -> list[Finding]:
-        raise NotImplementedError
+        """The findings in ``text``, which the caller has detected or declared to be in ``language``."""

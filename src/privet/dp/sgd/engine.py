@@ -67,6 +67,7 @@ device.
 
 from __future__ import annotations
 
+import abc
 import types
 from collections.abc import Callable
 from typing import Any, Literal
@@ -99,7 +100,7 @@ class _Call:
         self.version = a._version if isinstance(a, Tensor) else 0
 
 
-class _Unit:
+class _Unit(abc.ABC):
     """A module whose trainable parameters are clipped together with the rest of the model."""
 
     slots: tuple[str, ...] = ("weight", "bias")
@@ -134,8 +135,9 @@ class _Unit:
 
     # -- forward ---------------------------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
+        """The module's forward, recording what the unit needs for its per-sample norms."""
 
     def tap(self, out: Tensor, a: Tensor, seg: tuple[int, int] | None = None) -> Tensor:
         call = _Call(a, seg)
@@ -180,8 +182,9 @@ class _Unit:
             self.check_version(c)
         return calls
 
+    @abc.abstractmethod
     def grads(self, calls: list[_Call]) -> layers.LayerGrads:
-        raise NotImplementedError
+        """Per-sample norms and the clipped sum of this unit's recorded calls."""
 
 
 class _Attach(torch.autograd.Function):
@@ -279,8 +282,9 @@ class _EagerNormUnit(_Unit):
     gradient arrives, and the saved input and the output gradient are released then instead of at the end of
     the backward pass."""
 
+    @abc.abstractmethod
     def per_sample(self, a: Tensor, b: Tensor) -> list[Tensor | None]:
-        raise NotImplementedError
+        """Per-sample gradients of the affine parameters from the layer input and its output gradient."""
 
     def received(self, call: _Call) -> None:
         assert call.b is not None

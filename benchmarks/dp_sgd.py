@@ -59,12 +59,10 @@ Run (Opacus comes with the ``bench`` extra)::
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import resource
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -115,65 +113,22 @@ MIB = 1024 * 1024
 # -- data (parent process) -------------------------------------------------------------------------------------
 
 
-def read_idx(path: Path) -> Any:
-    """An IDX file (gzip) as a numpy array: big-endian magic (0, 0, dtype 0x08 = uint8, ndim), then the dims."""
-    import numpy as np
-
-    with gzip.open(path, "rb") as stream:
-        raw = stream.read()
-    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype != 0x08:
-        raise ValueError(f"{path}: not a uint8 IDX file (magic {raw[:4].hex()})")
-    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 def mnist_batches(batch: int, count: int) -> tuple[Any, Any]:
-    import numpy as np
+    """MNIST training images through privet's IDX loader, with the usual MNIST normalisation."""
+    from privet.data.images import load_mnist_like
 
-    images = read_idx(DATA / "mnist" / "train-images-idx3-ubyte.gz")
-    labels = read_idx(DATA / "mnist" / "train-labels-idx1-ubyte.gz")
-    rows = np.random.default_rng(0).permutation(len(images))[: batch * count]
-    x = (images[rows].astype(np.float32) / 255.0 - 0.1307) / 0.3081  # the usual MNIST normalisation
-    return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(labels[rows].astype(np.int64))
-
-
-ADULT_COLUMNS = [
-    "age",
-    "workclass",
-    "fnlwgt",
-    "education",
-    "education-num",
-    "marital-status",
-    "occupation",
-    "relationship",
-    "race",
-    "sex",
-    "capital-gain",
-    "capital-loss",
-    "hours-per-week",
-    "native-country",
-    "label",
-]
-ADULT_NUMERIC = ("age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week")
+    split = load_mnist_like(DATA / "mnist")
+    rows = torch.randperm(len(split.x_train), generator=torch.Generator().manual_seed(0))[: batch * count]
+    return (split.x_train[rows] - 0.1307) / 0.3081, split.y_train[rows]
 
 
 def adult_batches(batch: int, count: int) -> tuple[Any, Any]:
-    """``adult.data``: numeric columns standardised, categorical ones one-hot ("?" its own category)."""
-    import numpy as np
-    import pandas as pd
+    """``adult.data`` through privet's loader (public-knowledge encoding, "?" its own category)."""
+    from privet.data.adult import load_adult
 
-    frame = pd.read_csv(
-        DATA / "adult" / "adult.data", header=None, names=ADULT_COLUMNS, sep=",", skipinitialspace=True
-    ).dropna(how="all")
-    numeric = frame[list(ADULT_NUMERIC)].astype(np.float64)
-    numeric = (numeric - numeric.mean()) / numeric.std()
-    categorical = [c for c in ADULT_COLUMNS if c not in ADULT_NUMERIC and c != "label"]
-    features = pd.concat([numeric, pd.get_dummies(frame[categorical], dtype=np.float64)], axis=1)
-    x = features.to_numpy(dtype=np.float32)
-    y = (frame["label"].str.strip() == ">50K").to_numpy(dtype=np.int64)
-    rows = np.random.default_rng(0).permutation(len(x))[: batch * count]
-    return torch.from_numpy(x[rows]), torch.from_numpy(y[rows])
+    split = load_adult(DATA / "adult")
+    rows = torch.randperm(len(split.x_train), generator=torch.Generator().manual_seed(0))[: batch * count]
+    return split.x_train[rows], split.y_train[rows]
 
 
 def token_batches(batch: int, count: int, seq: int, vocab: int) -> tuple[Any, Any]:

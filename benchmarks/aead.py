@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import emit, log  # benchmarks/ is on sys.path when a benchmark runs
+from common import emit, log, log_bars  # benchmarks/ is on sys.path when a benchmark runs
 
 BLOCK = 64 * 1024 * 1024
 HASH_BLOCK = 1 << 20
@@ -392,8 +392,7 @@ def main() -> int:
             "yes." if result["torch_imported"] else "no.",
         ]
     )
-    for name, bar in bars.items():
-        log(f"aead: bar {name}: {bar['value']} (limit {bar['limit']}) {'ok' if bar['ok'] else 'FAILED'}")
+    log_bars("aead", bars)
     log("aead: " + ", ".join(f"{name}={value}" for name, value in figures.items()))
     if args.json:
         emit("aead", figures, bars, notes)

@@ -29,6 +29,12 @@ def machine() -> dict[str, object]:
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": None}
 
 
+def log_bars(benchmark: str, bars: dict) -> None:
+    """One stderr line per bar: its value, its limit and whether it holds."""
+    for name, bar in bars.items():
+        log(f"{benchmark}: bar {name}: {bar['value']} (limit {bar['limit']}) {'ok' if bar['ok'] else 'FAILED'}")
+
+
 def emit(benchmark: str, figures: dict, bars: dict, notes: str, details: dict | None = None) -> None:
     """Print the benchmark's one JSON line on stdout (CONVENTIONS: benchmark, machine, figures, bars, notes)."""
     report: dict[str, object] = {"benchmark": benchmark, "machine": machine(), "figures": figures, "bars": bars}

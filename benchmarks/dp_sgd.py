@@ -74,7 +74,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from common import emit, log  # benchmarks/ is on sys.path when a benchmark runs
+from common import emit, log, log_bars  # benchmarks/ is on sys.path when a benchmark runs
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA = Path(os.environ.get("PRIVET_SHARED_DATA", str(SHARED_DATA)))
@@ -513,8 +513,7 @@ def main() -> int:
     details.update({"torch_version": torch.__version__, "opacus_version": version("opacus")})
     if device == "cuda":
         details["gpu"] = torch.cuda.get_device_name()
-    for name, bar in bars.items():
-        log(f"dp_sgd: bar {name}: {bar['value']} (limit {bar['limit']}) {'ok' if bar['ok'] else 'FAILED'}")
+    log_bars("dp_sgd", bars)
     if args.json:
         notes = (
             "Median step (forward + backward + optimizer step, one fixed physical batch) and peak memory per "

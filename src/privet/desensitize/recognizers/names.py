@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 
 import ahocorasick
 
 from .. import types as t
+from ..engine import context_regex
 from ..types import Finding, Recognizer
 from . import lexicon
 
@@ -134,6 +136,14 @@ def _tokens(text: str) -> list[_Token]:
     return out
 
 
+def _same_length_lower(text: str) -> str:
+    """Case-folded text whose offsets match ``text`` (casefold turns "ß" into "ss"; such characters stay)."""
+    folded = text.casefold()
+    if len(folded) == len(text):
+        return folded
+    return "".join(f if len(f := c.casefold()) == 1 else c for c in text)
+
+
 def _automaton(words: frozenset[str]) -> ahocorasick.Automaton:
     automaton = ahocorasick.Automaton()
     for word in words:
@@ -148,9 +158,17 @@ def _is_word_boundary(text: str, start: int, end: int) -> bool:
     )
 
 
+@cache
+def _context_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    return context_regex(words)
+
+
 def _context(lower: str, start: int, end: int, words: tuple[str, ...], before: int = 24, after: int = 0) -> bool:
-    window = lower[max(0, start - before) : start] + " " + lower[end : end + after]
-    return any(w in window for w in words)
+    """Whether a context word (whole word, as the analyzer matches them) is just before or after the span."""
+    pattern = _context_pattern(words)
+    return bool(
+        pattern.search(lower, max(0, start - before), start) or (after and pattern.search(lower, end, end + after))
+    )
 
 
 class EnglishEntityRecognizer(Recognizer):
@@ -504,9 +522,7 @@ class EnglishEntityRecognizer(Recognizer):
         return out
 
     def find(self, text: str, language: str) -> list[Finding]:
-        lower = text.casefold() if len(text.casefold()) == len(text) else text.lower()
-        if len(lower) != len(text):
-            lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+        lower = _same_length_lower(text)
         tokens = _tokens(text)
         # In a document written all in lower case, capitals say nothing: known names count without them.
         uppers = sum(c.isupper() for c in text)

@@ -265,7 +265,7 @@ def synth_report() -> Report:
 
 def test_synthetic_corpus_overall_accuracy(synth_report: Report) -> None:
     assert synth_report.documents == 1500
-    # The bar of the desensitization issue: overall F2 >= 0.85 at IoU >= 0.7 (measured 0.856).
+    # The bar of the desensitization issue: overall F2 >= 0.85 at IoU >= 0.7 (measured 0.858).
     assert synth_report.overall.f2 >= 0.85, synth_report.as_dict()["overall"]
     assert synth_report.agnostic_recall >= 0.87, synth_report.agnostic_recall
     assert not synth_report.unscored, synth_report.unscored

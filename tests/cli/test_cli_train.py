@@ -106,23 +106,32 @@ def test_private_training_end_to_end_as_a_process(
     assert guarantee.details["ledger"] == "clinic/visits" and verified.manifest.metadata["training"] == "dp-sgd"
 
 
-def test_cnn_on_idx_images_packs_a_loadable_signed_model(
-    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("kind", ["cnn", "scatternet"])
+def test_image_model_on_idx_images_packs_a_loadable_signed_model(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
 ) -> None:
     images = write_mnist_like(tmp_path / "digits", n_train=200, n_test=50)
     out = tmp_path / "digits.pvm"
     result = _train(
-        capsys, "--data", str(images), "--model", "cnn", "--tenant", "lab", "--budget-epsilon", "2",
+        capsys, "--data", str(images), "--model", kind, "--tenant", "lab", "--budget-epsilon", "2",
         "--epsilon", "2", "--accountant", "rdp", "--epochs", "1", "--batch-size", "50",
         "--physical-batch-size", "16", "--out", str(out), "--plain", "--json",
     )  # fmt: skip
-    assert isinstance(result, dict) and result["model"] == "cnn" and result["steps"] == 4
+    assert isinstance(result, dict) and result["model"] == kind and result["steps"] == 4
     verified = _open(out)
     assert not verified.envelope.encrypted and verified.manifest.privacy is not None
+    assert verified.manifest.metadata["model.input"] == "1x28x28"
     from privet.models.reference import ModelSpec, load_weights
 
     model = load_weights(ModelSpec.from_metadata(verified.manifest.metadata), verified.files["model.safetensors"])
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    # The reported accuracy is the packed model's own on the test images (for scatternet: features included).
+    from privet.data.images import load_mnist_like
+
+    split = load_mnist_like(images)
+    with torch.no_grad():
+        accuracy = float((model(split.x_test).argmax(1) == split.y_test).float().mean())
+    assert accuracy == pytest.approx(result["test_accuracy"])
 
 
 def test_non_private_baseline_is_marked_and_charges_nothing(

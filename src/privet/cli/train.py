@@ -92,7 +92,7 @@ def train(
         Path | None, typer.Option("--data-dir", help="Directory holding the named data set's official files.")
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="cnn, mlp or logreg (default: cnn for images, logreg for tables).")
+        str | None, typer.Option(help="cnn, scatternet, mlp or logreg (default: cnn for images, logreg for tables).")
     ] = None,
     hidden: Annotated[int | None, typer.Option(help="Hidden width (mlp: 64, cnn: 32).")] = None,
     epsilon: Annotated[float, typer.Option(help="Epsilon this training may spend.")] = 3.0,

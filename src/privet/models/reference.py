@@ -7,6 +7,10 @@
   tanh, max-pool 2x2 stride 1, conv 32 4x4 stride 2, tanh, max-pool 2x2 stride 1, flatten, linear 32, tanh,
   linear ``classes``. tanh (not ReLU) is what that paper found best under DP-SGD. ``in_features`` is 784 and
   ``hidden`` the width of the first linear layer (32). It has no batch normalisation, which DP-SGD cannot use.
+- ``scatternet``: the ScatterNet + linear model of the same paper for 28x28 grey-scale images: a fixed scattering
+  transform (:class:`~privet.models.scatter.ScatterFeatures`, J=2, 8 angles, 81 x 7 x 7 features, per-image
+  group normalisation) and one trained linear layer. Only the linear layer is trained (and noised); the
+  features are data-independent, see :meth:`ModelSpec.fixed_features`.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from torch import nn
 
 from privet.errors import FormatError, UsageError
 from privet.files import atomic_file
+from privet.models.scatter import ScatterFeatures
 
-KINDS = ("logreg", "mlp", "cnn")
-CNN_SIDE = 28  # the CNN takes 1 x 28 x 28 images
+KINDS = ("logreg", "mlp", "cnn", "scatternet")
+IMAGE_KINDS = ("cnn", "scatternet")  # take (N, 1, 28, 28) images rather than flat vectors
+CNN_SIDE = 28  # the image models take 1 x 28 x 28 images
 
 
 @dataclass(frozen=True)
@@ -38,9 +44,10 @@ class ModelSpec:
             raise UsageError(f"model kind {self.kind!r} is not one of {', '.join(KINDS)}")
         if self.in_features < 1 or self.classes < 2 or (self.kind in ("mlp", "cnn") and self.hidden < 1):
             raise UsageError("model sizes must be positive (and classes >= 2)")
-        if self.kind == "cnn" and self.in_features != CNN_SIDE * CNN_SIDE:
+        if self.kind in IMAGE_KINDS and self.in_features != CNN_SIDE * CNN_SIDE:
             raise UsageError(
-                f"the cnn takes 1x{CNN_SIDE}x{CNN_SIDE} images ({CNN_SIDE * CNN_SIDE} inputs), not {self.in_features}",
+                f"the {self.kind} takes 1x{CNN_SIDE}x{CNN_SIDE} images "
+                f"({CNN_SIDE * CNN_SIDE} inputs), not {self.in_features}",
                 "Use mlp or logreg for other inputs.",
             )
 
@@ -67,6 +74,9 @@ class ModelSpec:
     def build(self) -> nn.Module:
         if self.kind == "logreg":
             return nn.Sequential(nn.Linear(self.in_features, self.classes))
+        if self.kind == "scatternet":
+            features = ScatterFeatures(CNN_SIDE)
+            return nn.Sequential(features, nn.Linear(features.out_features, self.classes))
         if self.kind == "cnn":
             return nn.Sequential(
                 nn.Conv2d(1, 16, 8, stride=2, padding=3),  # 28 -> 14
@@ -81,6 +91,17 @@ class ModelSpec:
                 nn.Linear(self.hidden, self.classes),
             )
         return nn.Sequential(nn.Linear(self.in_features, self.hidden), nn.ReLU(), nn.Linear(self.hidden, self.classes))
+
+    def fixed_features(self, model: nn.Module) -> tuple[nn.Module | None, nn.Module]:
+        """``model`` (built by :meth:`build`) as its data-independent feature extractor and the part to train.
+
+        The extractor (``None`` when the model has none) has no parameters and never sees labels, so a trainer
+        may compute its output once per record and train the rest on it: same model, same privacy, less work.
+        """
+        if self.kind == "scatternet":
+            features, head = model.children()
+            return features, head
+        return None, model
 
 
 def save_weights(model: nn.Module, path: Path) -> None:

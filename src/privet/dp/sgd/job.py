@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from privet.crypto.signing import SigningKey
@@ -31,15 +32,16 @@ from privet.dp.sgd.sampler import ShuffledSampler
 from privet.errors import NotFoundError, UsageError
 from privet.models import artifact
 from privet.models.manifest import Envelope, Scalar
-from privet.models.reference import ModelSpec, save_weights
+from privet.models.reference import IMAGE_KINDS, ModelSpec, save_weights
 
 __all__ = ["DATASETS", "JobResult", "PreparedJob", "TrainSpec", "load_split", "pack_model", "prepare_job", "run_job"]
 
 DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "adult")
-MODELS: tuple[str, ...] = ("cnn", "mlp", "logreg")
+MODELS: tuple[str, ...] = ("cnn", "scatternet", "mlp", "logreg")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
-_DEFAULT_HIDDEN = {"cnn": 32, "mlp": 64, "logreg": 0}
+_DEFAULT_HIDDEN = {"cnn": 32, "scatternet": 0, "mlp": 64, "logreg": 0}
 _EVAL_BATCH = 2048
+_FEATURE_BATCH = 256  # images per scattering call: larger batches only add memory traffic
 
 
 @dataclass(frozen=True)
@@ -173,10 +175,10 @@ def _prepare(split: Split, kind: str, model: str, limit: int | None) -> Split:
     if limit is not None:  # the first records: a data-independent choice
         x_train, y_train = x_train[:limit], y_train[:limit]
     x_test = split.x_test
-    if kind == "image" and model != "cnn":
+    if kind == "image" and model not in IMAGE_KINDS:
         x_train, x_test = x_train.flatten(1), x_test.flatten(1)
-    if kind == "table" and model == "cnn":
-        raise UsageError("the cnn takes 28x28 images", "Use --model mlp or logreg for tables.")
+    if kind == "table" and model in IMAGE_KINDS:
+        raise UsageError(f"the {model} takes 28x28 images", "Use --model mlp or logreg for tables.")
     return Split(split.name, x_train, y_train, x_test, split.y_test, split.feature_names)
 
 
@@ -206,10 +208,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
 
 
 def _train_plain(
-    spec: TrainSpec, model: nn.Module, split: Split, device: torch.device, console: Console | None
+    spec: TrainSpec,
+    model: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+    console: Console | None,
 ) -> tuple[tuple[EpochRecord, ...], int]:
+    x_train, y_train = data
     optimizer = _optimizer(spec, model)
-    sampler = ShuffledSampler(len(split.x_train), spec.batch_size, epochs=int(spec.epochs))
+    sampler = ShuffledSampler(len(x_train), spec.batch_size, epochs=int(spec.epochs))
     loss_fn = nn.CrossEntropyLoss()
     history: list[EpochRecord] = []
     per_epoch = sampler.steps_per_epoch
@@ -219,7 +226,7 @@ def _train_plain(
     step = 0
     for step, indices in enumerate(sampler, start=1):
         index = torch.as_tensor(indices)
-        x, y = split.x_train[index].to(device), split.y_train[index].to(device)
+        x, y = x_train[index].to(device), y_train[index].to(device)
         optimizer.zero_grad(set_to_none=True)
         out = model(x)
         loss = loss_fn(out, y)
@@ -239,6 +246,27 @@ def _train_plain(
             started = now
     model.eval()
     return tuple(history), step
+
+
+@torch.no_grad()
+def _featurise(features: nn.Module, x: torch.Tensor, device: torch.device, console: Console | None) -> torch.Tensor:
+    """The fixed feature extractor's output for every record, computed once (it has no parameters to train)."""
+    chunks = []
+    with Progress(
+        TextColumn("features"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=console is None,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("features", total=len(x))
+        for start in range(0, len(x), _FEATURE_BATCH):
+            chunk = x[start : start + _FEATURE_BATCH]
+            chunks.append(features(chunk.to(device)).cpu())
+            progress.advance(task, len(chunk))
+    return torch.cat(chunks)
 
 
 @dataclass(frozen=True)
@@ -287,12 +315,14 @@ def run_job(
         raise UsageError("private training needs a ledger to charge", "privet train always passes the workspace's.")
     model = model_spec.build().to(device)
     train_started = time.perf_counter()
+    features, trained = model_spec.fixed_features(model)
+    x_train = split.x_train if features is None else _featurise(features, split.x_train, device, console)
     plan: PrivacyPlan | None = None
     if spec.private:
         private_model, optimizer, loader, plan = make_private(
-            model,
-            _optimizer(spec, model),
-            (split.x_train, split.y_train),
+            trained,
+            _optimizer(spec, trained),
+            (x_train, split.y_train),
             target_epsilon=spec.epsilon,
             target_delta=spec.delta,
             epochs=spec.epochs,
@@ -317,7 +347,7 @@ def run_job(
         )
         history, steps = result.history, result.steps
     else:
-        history, steps = _train_plain(spec, model, split, device, console)
+        history, steps = _train_plain(spec, trained, (x_train, split.y_train), device, console)
     train_seconds = time.perf_counter() - train_started
     accuracy = evaluate(model, split.x_test, split.y_test, device)
     return JobResult(
@@ -348,7 +378,7 @@ def pack_model(
     """Write ``result``'s model as a signed (and with ``keys`` encrypted) artifact; the plan goes in its manifest."""
     metadata: dict[str, Scalar] = {
         **result.model_spec.to_metadata(),
-        "model.input": "1x28x28" if result.model_spec.kind == "cnn" else f"{result.model_spec.in_features}",
+        "model.input": "1x28x28" if result.model_spec.kind in IMAGE_KINDS else f"{result.model_spec.in_features}",
         "data": result.data_name,
         "train_records": result.train_records,
         "test_records": result.test_records,

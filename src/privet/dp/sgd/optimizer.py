@@ -16,17 +16,8 @@ An empty Poisson batch (no forward/backward at all, every ``.grad`` ``None``) st
 plus noise: the accounting assumes every step releases a noisy update.
 
 Noise generation
-    Per step and per device, 8 bytes from :class:`privet.crypto.prg.Randomness` (AES-256-CTR keyed from the OS
-    CSPRNG by :meth:`~privet.crypto.prg.Randomness.system`; tests pass ``Randomness.for_tests(seed)``, which is
-    refused outside test mode) seed a ``torch.Generator`` on the parameters' device, which draws the normal
-    noise with ``torch.normal`` (mt19937 on CPU, Philox on CUDA). Why this and not privet's exact samplers: a
-    model has millions of coordinates per step and the noise must be generated on the accelerator to keep the
-    step cheap; the seed is secret, fresh every step (so no generator stream spans more than one step), and the
-    generator's raw outputs are never released (only ``params - lr * (sum + noise) / q N`` after the optimizer's
-    own arithmetic), so predicting the noise means guessing a 64-bit seed per step. Limitations, stated plainly:
-    the security of the noise is computational (seed size 64 bits), and the floating-point normal sampler is
-    not hardened against the floating-point attacks on textbook Gaussian samplers (Jin et al. 2022); the same
-    holds for Opacus without its ``secure_mode``.
+    :class:`privet.dp.tensor_noise.NoiseSource`, a fresh one per step: a ``torch.Generator`` per device seeded
+    with 8 bytes of the OS CSPRNG (see that module for why, and for the limits of this choice).
 
 ``zero_grad`` clears both ``.grad`` and the virtual-step accumulators.
 """
@@ -40,6 +31,7 @@ import torch
 from torch import Tensor
 
 from privet.crypto.prg import Randomness
+from privet.dp.tensor_noise import NoiseSource
 from privet.errors import UsageError
 
 __all__ = ["DPOptimizer"]
@@ -120,20 +112,11 @@ class DPOptimizer(torch.optim.Optimizer):
             p.grad = None
         self.physical_batches += 1
 
-    def _generators(self, params: list[Tensor]) -> dict[torch.device, torch.Generator]:
-        generators: dict[torch.device, torch.Generator] = {}
-        for p in params:
-            if p.device not in generators:
-                gen = torch.Generator(device=p.device)
-                gen.manual_seed(int.from_bytes(self.randomness.bytes(8), "little"))
-                generators[p.device] = gen
-        return generators
-
     @torch.no_grad()
     def add_noise(self) -> None:
         """Replace each ``.grad`` by ``(accumulated + grad + N(0, noise_std^2)) / expected_batch_size``."""
         params = self._params()
-        generators = self._generators(params)
+        source = NoiseSource(self.randomness)
         std = self.noise_std
         for p in params:
             total = self._accumulated.pop(p, None)
@@ -141,10 +124,7 @@ class DPOptimizer(torch.optim.Optimizer):
                 total = p.grad.detach() if total is None else total.add_(p.grad)
             if total is None:
                 total = torch.zeros_like(p)
-            noise_dtype = torch.float32 if total.dtype in (torch.float16, torch.bfloat16) else total.dtype
-            noise = torch.empty(p.shape, device=p.device, dtype=noise_dtype)
-            noise.normal_(0.0, std, generator=generators[p.device])
-            total.add_(noise.to(total.dtype)).div_(self.expected_batch_size)
+            total.add_(source.gaussian(total, std).to(total.dtype)).div_(self.expected_batch_size)
             p.grad = total
         self._accumulated.clear()
 

@@ -1,0 +1,121 @@
+"""``fl.yaml``: what a federated run does, validated before anything starts (pydantic, unknown keys refused).
+
+Example::
+
+    name: hospitals
+    listen: 127.0.0.1:50051
+    party: fed/server              # the server's folder from `privet fl provision`
+    state: run                     # checkpoint and metrics.jsonl go here
+    rounds: 20
+    clients_per_round: 3
+    min_clients: 2                 # answers a round needs to complete
+    min_available: 3               # connected clients a round waits for before sampling (default: min_clients)
+    round_deadline: 60             # seconds a round waits for updates
+    wait_for_clients: 120          # seconds a round waits for min_clients to be connected
+    seed: 0
+    model: {kind: logreg, in_features: 30, classes: 2}
+    local: {epochs: 1, batch_size: 32, lr: 0.1}
+    strategy: {name: fedavg}       # or {name: fedadam, server_lr: 0.01}, {name: krum, byzantine: 1}, ...
+    eval_data: data/test.csv       # optional: server-side test accuracy after each round
+
+Relative paths are taken from the file's folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from privet.errors import ConfigError, NotFoundError
+from privet.federated.local import LocalSettings
+from privet.models.reference import ModelSpec
+
+__all__ = ["FederationConfig", "ModelConfig", "load_config"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    kind: str
+    in_features: int
+    classes: int
+    hidden: int = 0
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.kind, self.in_features, self.classes, self.hidden)
+
+
+class LocalConfig(_Strict):
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+
+    def settings(self) -> LocalSettings:
+        return LocalSettings(self.epochs, self.batch_size, self.lr, self.momentum)
+
+
+class FederationConfig(_Strict):
+    """The settings of one federated run (see the module docstring)."""
+
+    name: str
+    listen: str = "127.0.0.1:50051"
+    party: Path
+    state: Path
+    rounds: int = Field(ge=1)
+    clients_per_round: int = Field(ge=1)
+    min_clients: int = Field(1, ge=1)
+    min_available: int | None = Field(None, ge=1)  # connected clients needed to start a round (min_clients)
+    round_deadline: float = Field(60.0, gt=0)
+    wait_for_clients: float = Field(120.0, gt=0)
+    seed: int = 0
+    model: ModelConfig
+    local: LocalConfig = LocalConfig()
+    strategy: dict[str, Any] = Field(default_factory=lambda: {"name": "fedavg"})
+    eval_data: Path | None = None
+    compress: bool = False
+
+    @model_validator(mode="after")
+    def _enough(self) -> FederationConfig:
+        if self.min_clients > self.clients_per_round:
+            raise ValueError("min_clients cannot exceed clients_per_round")
+        if self.min_available is not None and self.min_available < self.min_clients:
+            raise ValueError("min_available cannot be below min_clients")
+        if "name" not in self.strategy:
+            raise ValueError("strategy needs a name")
+        return self
+
+    @property
+    def available(self) -> int:
+        return self.min_available if self.min_available is not None else self.min_clients
+
+
+def load_config(path: Path) -> FederationConfig:
+    """Read and validate ``fl.yaml``; paths in it are relative to its folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise NotFoundError(f"{path} does not exist", "Pass the federation's fl.yaml with --config.") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path.name} is not valid YAML ({type(exc).__name__})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path.name} must be a mapping of settings")
+    for key in ("party", "state", "eval_data"):
+        if isinstance(raw.get(key), str):
+            raw[key] = str((path.parent / raw[key]).resolve())
+    try:
+        config = FederationConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "file"
+        raise ConfigError(
+            f"{path.name}: {where}: {first['msg']}", "Fix that setting (see docs/federated.md)."
+        ) from None
+    config.model.spec()  # a model the reference builder refuses is a config error, before anything starts
+    return config

@@ -1,0 +1,255 @@
+"""The federated server: rounds over the clients that are connected, with deadlines, checkpoints and resume.
+
+Clients pull (:mod:`privet.federated.client`): they ask for a task (``Task``, a long poll), train, and send
+their update (``Submit``). The server's loop, per round:
+
+1. waits until ``min_available`` clients are connected (a client counts as connected while it polls) or
+   ``wait_for_clients`` passes (then the run stops with an error: nothing is aggregated from too few);
+2. samples ``clients_per_round`` of them, reproducibly from ``(seed, round)`` and the sorted client ids;
+3. waits until every sampled client has answered or ``round_deadline`` passes; clients that dropped or are late
+   are left out (a late update is refused), and the round completes if at least ``min_clients`` answered,
+   else it is run again with a new sample;
+4. aggregates the updates in client-id order with the strategy, evaluates on ``eval_data`` if given, and
+   **checkpoints** atomically (global model, strategy state, round) before the next round starts; a metrics
+   line goes to ``metrics.jsonl``.
+
+Started again after a crash (even SIGKILL), the server loads the checkpoint and continues with the next round;
+with the same seeds and the same clients answering, the final model equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from privet.errors import FormatError, UsageError
+from privet.federated.config import FederationConfig
+from privet.federated.local import flat_parameters, load_flat
+from privet.federated.records import load_records
+from privet.federated.strategies import Strategy, make_strategy
+from privet.files import atomic_file
+from privet.net.frames import Message
+from privet.net.rpc import Identity, Server
+
+__all__ = ["Coordinator", "RoundRecord", "serve"]
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 2.0  # how long a Task call waits for work before telling the client to ask again
+_CONNECTED_SECONDS = 3 * POLL_SECONDS  # a client that has not polled for this long is not counted
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    round: int
+    sampled: list[str]
+    answered: list[str]
+    accuracy: float | None
+    loss: float
+    seconds: float
+
+
+class Coordinator:
+    """The round logic, independent of the transport: :meth:`task` and :meth:`submit` are the RPC handlers."""
+
+    def __init__(self, config: FederationConfig) -> None:
+        self.config = config
+        self.spec = config.model.spec()
+        settings = {k: v for k, v in config.strategy.items() if k != "name"}
+        self.strategy: Strategy = make_strategy(config.strategy["name"], **settings)
+        torch.manual_seed(config.seed)
+        self.model = self.spec.build()
+        self.flat = flat_parameters(self.model)
+        self.round = 0  # the last completed round
+        self.eval = load_records(config.eval_data, image_split="test") if config.eval_data else None
+        self._lock = threading.Condition()
+        self._seen: dict[str, float] = {}
+        self._open: int | None = None
+        self._sampled: set[str] = set()
+        self._updates: dict[str, tuple[Tensor, int, float]] = {}
+        self._done = False
+        self._payload = b""
+        config.state.mkdir(parents=True, exist_ok=True)
+        self._resume()
+
+    # -- checkpoint ---------------------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.config.state / "checkpoint.pt"
+
+    def _resume(self) -> None:
+        if not self.checkpoint_path.exists():
+            return
+        try:
+            state = torch.load(self.checkpoint_path, weights_only=True)
+            flat, completed, strategy = state["model"], int(state["round"]), state["strategy"]
+        except (RuntimeError, KeyError, ValueError, EOFError):
+            raise FormatError(
+                f"{self.checkpoint_path} is not a privet checkpoint", "Move it away to start the run afresh."
+            ) from None
+        if state.get("name") != self.config.name or flat.numel() != self.flat.numel():
+            raise UsageError(f"{self.checkpoint_path} belongs to another run", "Use a new state folder.")
+        self.flat, self.round = flat, completed
+        self.strategy.load_state_dict(strategy)
+        log.info("resumed after round %d", completed)
+
+    def _checkpoint(self) -> None:
+        buffer = io.BytesIO()
+        state = {
+            "name": self.config.name,
+            "round": self.round,
+            "model": self.flat,
+            "strategy": self.strategy.state_dict(),
+        }
+        torch.save(state, buffer)
+        with atomic_file(self.checkpoint_path) as handle:
+            handle.write(buffer.getvalue())
+
+    # -- RPC handlers -------------------------------------------------------------------------------------------
+    def task(self, message: Message, peer: str) -> Message:
+        deadline = time.monotonic() + min(float(message.header.get("wait", POLL_SECONDS)), POLL_SECONDS)
+        with self._lock:
+            self._seen[peer] = time.monotonic()
+            self._lock.notify_all()
+            while True:
+                if self._done:
+                    return Message("done", {"round": self.round})
+                if self._open is not None and peer in self._sampled and peer not in self._updates:
+                    header = {
+                        "round": self._open,
+                        "model": self.spec.to_metadata(),
+                        "local": self.config.local.model_dump(),
+                        "config": self.strategy.client_config(),
+                        "seed": self.config.seed,
+                        "deadline": self.config.round_deadline,
+                    }
+                    return Message("task", header, self._payload)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return Message("wait", {"round": self.round})
+                self._lock.wait(left)
+                self._seen[peer] = time.monotonic()
+
+    def submit(self, message: Message, peer: str) -> Message:
+        header = message.header
+        with self._lock:
+            if header.get("round") != self._open or peer not in self._sampled:
+                raise UsageError(f"round {header.get('round')} is not open for {peer}: the update is too late")
+            if peer in self._updates:
+                raise UsageError(f"{peer} already answered round {self._open}")
+            update = torch.frombuffer(bytearray(message.payload), dtype=torch.float32)
+            if update.numel() != self.flat.numel() or not torch.isfinite(update).all():
+                raise UsageError(f"the update of {peer} does not fit the model or is not finite")
+            examples = int(header.get("examples", 0))
+            if examples < 1:
+                raise UsageError(f"the update of {peer} claims no training examples")
+            self._updates[peer] = (update, examples, float(header.get("loss", 0.0)))
+            self._lock.notify_all()
+        return Message("ack", {"round": header["round"]})
+
+    # -- the loop -----------------------------------------------------------------------------------------------
+    def _connected(self) -> list[str]:
+        now = time.monotonic()
+        return sorted(c for c, seen in self._seen.items() if now - seen <= _CONNECTED_SECONDS)
+
+    def _sample(self, round_: int, connected: list[str]) -> list[str]:
+        rng = np.random.default_rng([self.config.seed, round_])
+        count = min(self.config.clients_per_round, len(connected))
+        return sorted(rng.choice(connected, size=count, replace=False).tolist())
+
+    def run_round(self, round_: int) -> RoundRecord | None:
+        """Run ``round_`` once; ``None`` if too few clients answered in time (the caller runs it again)."""
+        started = time.monotonic()
+        with self._lock:
+            limit = started + self.config.wait_for_clients
+            while len(self._connected()) < self.config.available:
+                if time.monotonic() >= limit:
+                    wanted, waited = self.config.available, self.config.wait_for_clients
+                    raise UsageError(
+                        f"fewer than {wanted} clients connected within {waited:g} s",
+                        "Start more clients, or lower min_available.",
+                    )
+                self._lock.wait(0.2)
+            sampled = self._sample(round_, self._connected())
+            self._payload = self.flat.numpy().tobytes()
+            self._open, self._sampled, self._updates = round_, set(sampled), {}
+            self._lock.notify_all()
+            end = time.monotonic() + self.config.round_deadline
+            while len(self._updates) < len(sampled) and time.monotonic() < end:
+                self._lock.wait(min(0.5, max(end - time.monotonic(), 0.01)))
+            updates, self._open, self._sampled = dict(self._updates), None, set()
+        answered = sorted(updates)
+        if len(answered) < self.config.min_clients:
+            log.warning("round %d: %d of %d answered, fewer than %d: running it again", round_, len(answered),
+                        len(sampled), self.config.min_clients)  # fmt: skip
+            return None
+        matrix = torch.stack([updates[c][0] for c in answered])
+        weights = torch.tensor([float(updates[c][1]) for c in answered])
+        self.flat = self.strategy.aggregate(self.flat, matrix, weights).float()
+        self.round = round_
+        accuracy = self.evaluate()
+        self._checkpoint()
+        loss = float(np.average([updates[c][2] for c in answered], weights=weights.numpy()))
+        record = RoundRecord(round_, sampled, answered, accuracy, loss, time.monotonic() - started)
+        with (self.config.state / "metrics.jsonl").open("a") as handle:
+            handle.write(json.dumps(record.__dict__) + "\n")
+        return record
+
+    def evaluate(self) -> float | None:
+        if self.eval is None:
+            return None
+        load_flat(self.model, self.flat)
+        self.model.eval()
+        with torch.no_grad():
+            x, y = self.eval
+            predictions = torch.cat([self.model(x[i : i + 4096]).argmax(1) for i in range(0, len(x), 4096)])
+        return float((predictions == y).float().mean())
+
+    def run(self, progress: Callable[[RoundRecord], None] | None = None) -> list[RoundRecord]:
+        """Run the remaining rounds; then tell polling clients that training is done."""
+        records = []
+        try:
+            while self.round < self.config.rounds:
+                record = self.run_round(self.round + 1)
+                if record is not None:
+                    records.append(record)
+                    if progress is not None:
+                        progress(record)
+        finally:
+            with self._lock:
+                self._done = True
+                self._lock.notify_all()
+        return records
+
+
+def serve(
+    config: FederationConfig,
+    passphrase: bytes,
+    *,
+    progress: Callable[[RoundRecord], None] | None = None,
+    on_listen: Callable[[int], None] | None = None,
+) -> tuple[Coordinator, list[RoundRecord]]:
+    """Run the federation of ``config`` to its last round over mutual TLS; returns the coordinator and rounds.
+
+    ``on_listen(port)`` is called once the server listens (useful with port 0, where the OS picks).
+    """
+    coordinator = Coordinator(config)
+    host, _, port = config.listen.rpartition(":")
+    identity = Identity.load(config.party, passphrase)
+    handlers = {"Task": coordinator.task, "Submit": coordinator.submit}
+    server = Server(identity, handlers, host=host or "127.0.0.1", port=int(port))
+    with server:
+        if on_listen is not None:
+            on_listen(server.port)
+        records = coordinator.run(progress)
+        time.sleep(POLL_SECONDS)  # let polling clients hear that training is done
+    return coordinator, records

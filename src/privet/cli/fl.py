@@ -1,0 +1,127 @@
+"""``privet fl``: provision a federation, run its server and its clients (separate processes or hosts)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from privet.cli.common import OPTIONS, JsonOption, emit, stderr, stdout
+from privet.errors import UsageError
+
+if TYPE_CHECKING:
+    from privet.federated.server import RoundRecord
+
+app = typer.Typer(
+    help="Federated learning: data stays with its owners, only model updates travel.", no_args_is_help=True
+)
+
+PASSPHRASE_ENV = "PRIVET_FL_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
+
+
+def _passphrase() -> bytes:
+    value = os.environ.get(PASSPHRASE_ENV)
+    if not value:
+        raise UsageError(
+            f"this party's key passphrase is not set ({PASSPHRASE_ENV})",
+            f"Set {PASSPHRASE_ENV} to the passphrase `privet fl provision` printed for this party.",
+        )
+    return value.encode()
+
+
+@app.command()
+def provision(
+    out: Annotated[Path, typer.Option(help="New directory for the federation.", show_default=False)],
+    clients: Annotated[str, typer.Option(help="Client ids, comma-separated.", show_default=False)],
+    name: Annotated[str, typer.Option(help="Federation name.")] = "federation",
+    server_host: Annotated[
+        list[str] | None, typer.Option(help="Host name or address clients dial (repeatable).", show_default=False)
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a private CA, the server's and each client's certificate and encrypted key, and a revocation list.
+
+    Each party's key passphrase is printed once: hand every party its folder and its passphrase.
+    """
+    from privet.federated.provision import provision as run
+
+    ids = [c.strip() for c in clients.split(",") if c.strip()]
+    done = run(out, name, ids, server_hosts=server_host or ["localhost", "127.0.0.1"])
+    result = {"directory": str(done.directory), "passphrases": done.passphrases}
+
+    def render() -> None:
+        stdout.print(f"federation {name!r} written to {done.directory}")
+        for party, secret in done.passphrases.items():
+            stdout.print(f"  {party}: passphrase {secret}")
+        stdout.print(f"Give each party its folder and passphrase (as {PASSPHRASE_ENV}); keep ca/ with you.")
+
+    emit(result, as_json, render)
+
+
+@app.command()
+def revoke(
+    federation: Annotated[Path, typer.Option(help="The federation directory.", show_default=False)],
+    party: Annotated[str, typer.Option(help="Client id to revoke.", show_default=False)],
+    as_json: JsonOption = False,
+) -> None:
+    """Revoke a client's certificate (the CA passphrase comes from PRIVET_FL_PASSPHRASE); restart the server."""
+    from privet.federated.provision import revoke as run
+
+    run(federation, party, _passphrase())
+    emit({"revoked": party}, as_json, lambda: stdout.print(f"{party} revoked; the server refuses it once restarted"))
+
+
+def _round_line(record: RoundRecord) -> None:
+    if OPTIONS.quiet:
+        return
+    accuracy = "" if record.accuracy is None else f", test accuracy {record.accuracy:.4f}"
+    stderr.print(
+        f"round {record.round}: {len(record.answered)}/{len(record.sampled)} clients answered, "
+        f"loss {record.loss:.4f}{accuracy} ({record.seconds:.1f} s)"
+    )
+
+
+@app.command()
+def server(
+    config: Annotated[Path, typer.Option(help="The run's fl.yaml.", show_default=False)],
+    as_json: JsonOption = False,
+) -> None:
+    """Run the federation's server until its last round (resuming from its checkpoint if there is one)."""
+    from privet.federated.config import load_config
+    from privet.federated.server import serve
+
+    settings = load_config(config)
+    coordinator, records = serve(settings, _passphrase(), progress=_round_line)
+    result = {
+        "rounds": coordinator.round,
+        "ran": [r.round for r in records],
+        "accuracy": coordinator.evaluate(),
+        "checkpoint": str(coordinator.checkpoint_path),
+    }
+    emit(result, as_json, lambda: stdout.print(f"finished after round {coordinator.round}"))
+
+
+@app.command()
+def client(
+    server_address: Annotated[str, typer.Option("--server", help="HOST:PORT of the server.", show_default=False)],
+    party: Annotated[Path, typer.Option(help="This client's folder from provisioning.", show_default=False)],
+    data: Annotated[Path, typer.Option(help="Local records: IDX image folder or CSV/Parquet.", show_default=False)],
+    give_up: Annotated[float, typer.Option(help="Seconds without a server before giving up.")] = 120.0,
+    threads: Annotated[int, typer.Option(help="CPU threads for local training (small models: 1 is fastest).")] = 1,
+    as_json: JsonOption = False,
+) -> None:
+    """Take part in federated training with local records; only model updates leave this machine."""
+    import torch
+
+    from privet.federated.client import run_client
+    from privet.federated.records import load_records
+    from privet.net.rpc import Identity
+
+    torch.set_num_threads(max(1, threads))
+    x, y = load_records(data)
+    identity = Identity.load(party, _passphrase())
+    report = run_client(server_address, identity, x, y, give_up=give_up)
+    result = {"party": report.party, "rounds": report.rounds, "records": len(x)}
+    emit(result, as_json, lambda: stdout.print(f"{report.party} trained in rounds {report.rounds}"))

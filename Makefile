@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,transfer]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,transfer,sim]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -23,7 +23,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,transfer,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,transfer,sim,bench]'
 	$(BIN)/python benchmarks/aead.py --json
 	$(BIN)/python benchmarks/dp_sampling.py --json
 	$(BIN)/python benchmarks/dp_stats.py --json

@@ -1,0 +1,207 @@
+"""Federated simulation: many clients on one machine (or a Ray cluster), running the production client code.
+
+Each round samples ``per_round`` of ``clients`` clients (reproducibly from the seed and the round), trains each
+with :func:`privet.federated.local.train_locally` (exactly what a real client runs) on its share of the data
+(:mod:`privet.data.partition`), and aggregates with a strategy (:mod:`privet.federated.strategies`, client-level
+DP included). Clients are created for the round they take part in and dropped after it, so memory does not grow
+with the population: a client is its index into the partition, nothing more.
+
+Executors:
+
+- ``serial``: in this process, one client after another (small runs, tests, debugging);
+- ``ray``: each sampled client is a Ray task on a local Ray instance or a cluster (``ray://host:port``); the
+  data set goes into Ray's object store once and tasks read their share from it by index.
+
+``attack`` makes some clients adversarial (for measuring robust aggregation): ``sign_flip`` sends ``-scale``
+times the honest update, ``scale`` sends ``scale`` times it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from privet.data.partition import partition
+from privet.errors import UsageError
+from privet.federated.local import LocalResult, LocalSettings, flat_parameters, load_flat, train_locally
+from privet.federated.strategies import Strategy
+from privet.models.reference import ModelSpec
+
+__all__ = ["Attack", "SimulationResult", "SimulationRound", "simulate"]
+
+
+@dataclass(frozen=True)
+class Attack:
+    """Clients ``malicious`` (indices) replace their update by ``-scale`` (sign_flip) or ``scale`` times it."""
+
+    kind: str
+    malicious: frozenset[int]
+    scale: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("sign_flip", "scale"):
+            raise UsageError(f"attack {self.kind!r} is not sign_flip or scale")
+
+    def apply(self, client: int, update: Tensor) -> Tensor:
+        if client not in self.malicious:
+            return update
+        return update * (-self.scale if self.kind == "sign_flip" else self.scale)
+
+
+@dataclass(frozen=True)
+class SimulationRound:
+    round: int
+    clients: list[int]
+    accuracy: float | None
+    loss: float
+    seconds: float
+
+
+@dataclass
+class SimulationResult:
+    model: Tensor
+    rounds: list[SimulationRound] = field(default_factory=list)
+    startup_seconds: float = 0.0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.rounds[-1].accuracy if self.rounds else None
+
+
+def _train_share(
+    spec: ModelSpec,
+    flat: Tensor,
+    x: Tensor,
+    y: Tensor,
+    rows: np.ndarray,
+    settings: LocalSettings,
+    config: dict[str, Any],
+    seed: int,
+    round_: int,
+    client: int,
+) -> LocalResult:
+    index = torch.as_tensor(rows)
+    return train_locally(spec, flat, x[index], y[index], settings, config, seed=seed, round_=round_, client=str(client))
+
+
+Executor = Callable[[list[int], Tensor, int, dict[str, Any]], list[LocalResult]]
+
+
+def _serial(
+    spec: ModelSpec, x: Tensor, y: Tensor, shares: Sequence[np.ndarray], settings: LocalSettings, seed: int
+) -> Executor:
+    def run(clients: list[int], flat: Tensor, round_: int, config: dict[str, Any]) -> list[LocalResult]:
+        return [_train_share(spec, flat, x, y, shares[c], settings, config, seed, round_, c) for c in clients]
+
+    return run
+
+
+def _ray(
+    spec: ModelSpec,
+    x: Tensor,
+    y: Tensor,
+    shares: Sequence[np.ndarray],
+    settings: LocalSettings,
+    seed: int,
+    address: str | None,
+) -> Executor:
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("the ray executor needs Ray", "pip install 'privet[sim]', or use --executor serial.") from None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    data = ray.put((x, y))  # once: every task reads the same copy from the object store
+    remote = ray.remote(num_cpus=1)(_train_stored)
+
+    def run(clients: list[int], flat: Tensor, round_: int, config: dict[str, Any]) -> list[LocalResult]:
+        model = ray.put(flat)
+        futures = [remote.remote(spec, model, data, shares[c], settings, config, seed, round_, c) for c in clients]
+        return ray.get(futures)
+
+    return run
+
+
+def _train_stored(
+    spec: ModelSpec,
+    flat: Tensor,
+    data: tuple[Tensor, Tensor],
+    rows: np.ndarray,
+    settings: LocalSettings,
+    config: dict[str, Any],
+    seed: int,
+    round_: int,
+    client: int,
+) -> LocalResult:
+    # Ray resolves the object references passed as arguments before the task runs: ``data`` is the pair itself.
+    torch.set_num_threads(1)
+    return _train_share(spec, flat, *data, rows, settings, config, seed, round_, client)
+
+
+def simulate(
+    spec: ModelSpec,
+    x: Tensor,
+    y: Tensor,
+    strategy: Strategy,
+    *,
+    clients: int,
+    per_round: int,
+    rounds: int,
+    scheme: str = "iid",
+    settings: LocalSettings | None = None,
+    seed: int = 0,
+    test: tuple[Tensor, Tensor] | None = None,
+    executor: str = "serial",
+    address: str | None = None,
+    attack: Attack | None = None,
+    progress: Callable[[SimulationRound], None] | None = None,
+) -> SimulationResult:
+    """Run ``rounds`` rounds of ``per_round`` sampled clients out of ``clients``; see the module docstring."""
+    if not 1 <= per_round <= clients:
+        raise UsageError(f"per_round must be between 1 and clients ({clients}), got {per_round}")
+    started = time.perf_counter()
+    settings = settings or LocalSettings()
+    shares = partition(y.numpy(), clients, scheme, seed=seed)
+    torch.manual_seed(seed)
+    model = spec.build()
+    flat = flat_parameters(model)
+    if executor == "serial":
+        run = _serial(spec, x, y, shares, settings, seed)
+    elif executor == "ray":
+        run = _ray(spec, x, y, shares, settings, seed, address)
+    else:
+        raise UsageError(f"executor {executor!r} is not serial or ray")
+    result = SimulationResult(flat, startup_seconds=time.perf_counter() - started)
+    for round_ in range(1, rounds + 1):
+        began = time.perf_counter()
+        sampled = sorted(np.random.default_rng([seed, round_]).choice(clients, per_round, replace=False).tolist())
+        outcomes = run(sampled, flat, round_, strategy.client_config())
+        updates = torch.stack([
+            o.update if attack is None else attack.apply(c, o.update) for c, o in zip(sampled, outcomes, strict=True)
+        ])  # fmt: skip
+        weights = torch.tensor([float(o.examples) for o in outcomes])
+        flat = strategy.aggregate(flat, updates, weights).float()
+        accuracy = None
+        if test is not None:
+            load_flat(model, flat)
+            accuracy = _accuracy(model, *test)
+        loss = float(np.average([o.loss for o in outcomes], weights=weights.numpy()))
+        record = SimulationRound(round_, sampled, accuracy, loss, time.perf_counter() - began)
+        result.rounds.append(record)
+        result.model = flat
+        if progress is not None:
+            progress(record)
+    return result
+
+
+@torch.no_grad()
+def _accuracy(model: torch.nn.Module, x: Tensor, y: Tensor) -> float:
+    model.eval()
+    predictions = torch.cat([model(x[i : i + 4096]).argmax(1) for i in range(0, len(x), 4096)])
+    return float((predictions == y).float().mean())

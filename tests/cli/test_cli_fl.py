@@ -171,3 +171,21 @@ def test_a_client_with_a_wrong_passphrase_is_refused(federation: tuple[Path, dic
         env=_env(root / "home", "not the passphrase at all"), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert wrong.returncode == 1 and "could not be decrypted" in one_error_line(wrong)
+
+
+def test_simulate_writes_metrics_and_plots(tmp_path: Path) -> None:
+    out = []
+    for plot in ("curve.png", "curve.html"):
+        proc = run(tmp_path / "home", "--quiet", "fl", "simulate", "--dataset", "digits", "--clients", "12",
+                   "--per-round", "4", "--rounds", "3", "--partition", "dirichlet:1", "--executor", "serial",
+                   "--metrics", str(tmp_path / "m.jsonl"), "--plot", str(tmp_path / plot), "--json")  # fmt: skip
+        out.append(json.loads(proc.stdout))
+    result = out[0]
+    assert result["rounds"] == 3 and result["model"] == "mlp" and 0 < result["accuracy"] <= 1
+    lines = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [line["round"] for line in lines] == [1, 2, 3] and all(len(line["clients"]) == 4 for line in lines)
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"data:image/png;base64," in (tmp_path / "curve.html").read_bytes()
+    assert out[0]["accuracy"] == out[1]["accuracy"]  # same seed, same run
+    bad = run(tmp_path / "home", "fl", "simulate", "--dataset", "mnist", "--executor", "serial", code=2)
+    assert "needs --data-dir" in one_error_line(bad)

@@ -125,3 +125,39 @@ def client(
     report = run_client(server_address, identity, x, y, give_up=give_up)
     result = {"party": report.party, "rounds": report.rounds, "records": len(x)}
     emit(result, as_json, lambda: stdout.print(f"{report.party} trained in rounds {report.rounds}"))
+
+
+@app.command()
+def simulate(
+    dataset: Annotated[str, typer.Option(help="digits (bundled), mnist, fashion-mnist, or an IDX folder.")] = "digits",
+    data_dir: Annotated[Path | None, typer.Option(help="Folder of the mnist / fashion-mnist IDX files.")] = None,
+    model: Annotated[str | None, typer.Option(help="cnn, scatternet, mlp or logreg (default: cnn for images).")] = None,
+    hidden: Annotated[int | None, typer.Option(help="Hidden width (mlp: 200, cnn: 32).")] = None,
+    clients: Annotated[int, typer.Option(help="Simulated clients.")] = 100,
+    per_round: Annotated[int, typer.Option(help="Clients sampled per round.")] = 10,
+    rounds: Annotated[int, typer.Option(help="Rounds.")] = 10,
+    partition: Annotated[str, typer.Option(help="iid, dirichlet:ALPHA or shards:K.")] = "iid",
+    strategy: Annotated[
+        str, typer.Option(help="Strategy name (fedavg, fedprox, fedadam, median, krum, ...).")
+    ] = "fedavg",
+    local_epochs: Annotated[int, typer.Option(help="Local epochs per round.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Local batch size.")] = 32,
+    lr: Annotated[float, typer.Option(help="Local learning rate.")] = 0.05,
+    momentum: Annotated[float, typer.Option(help="Local SGD momentum.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the partition, the sampling and local shuffling.")] = 0,
+    executor: Annotated[str, typer.Option(help="ray (default) or serial.")] = "ray",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (ray://host:port); default: local.")] = None,
+    metrics: Annotated[Path | None, typer.Option(help="Write per-round metrics as JSON lines here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write an accuracy/loss plot here (.png or .html).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Simulate a federation on one machine or a Ray cluster, running the real client code per sampled client."""
+    from privet.federated.simulate_job import SimulationSpec, run_simulation
+
+    spec = SimulationSpec(
+        dataset=dataset, data_dir=data_dir, model=model, hidden=hidden, clients=clients, per_round=per_round,
+        rounds=rounds, partition=partition, strategy=strategy, local_epochs=local_epochs, batch_size=batch_size,
+        lr=lr, momentum=momentum, seed=seed, executor=executor, address=address,
+    )  # fmt: skip
+    result = run_simulation(spec, metrics=metrics, plot=plot, console=None if OPTIONS.quiet else stderr)
+    emit(result, as_json, lambda: stdout.print(f"test accuracy {result['accuracy']:.4f} after {rounds} rounds"))

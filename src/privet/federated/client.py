@@ -53,7 +53,7 @@ def run_client(
                     continue
                 header = reply.header
                 spec = ModelSpec.from_metadata(header["model"])
-                flat = torch.frombuffer(bytearray(reply.payload), dtype=torch.float32)
+                flat = torch.frombuffer(reply.payload, dtype=torch.float32)  # a fresh bytearray: no copy
                 result = train_locally(
                     spec, flat, x, y, LocalSettings(**header["local"]), header["config"],
                     seed=int(header["seed"]), round_=int(header["round"]), client=party,

@@ -146,8 +146,10 @@ class Coordinator:
                 raise UsageError(f"round {header.get('round')} is not open for {peer}: the update is too late")
             if peer in self._updates:
                 raise UsageError(f"{peer} already answered round {self._open}")
-            update = torch.frombuffer(bytearray(message.payload), dtype=torch.float32)
-            if update.numel() != self.flat.numel() or not torch.isfinite(update).all():
+            if len(message.payload) != 4 * self.flat.numel():
+                raise UsageError(f"the update of {peer} does not fit the model")
+            update = torch.frombuffer(message.payload, dtype=torch.float32)  # decode() gave a fresh bytearray: no copy
+            if not torch.isfinite(update).all():
                 raise UsageError(f"the update of {peer} does not fit the model or is not finite")
             examples = int(header.get("examples", 0))
             if examples < 1:

@@ -7,7 +7,6 @@ full verification of the file itself, never through the index.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
+from privet.crypto.digest import sha256_file
 from privet.crypto.keyring import DEFAULT_AEAD
 from privet.crypto.signing import SigningKey
 from privet.crypto.stream import KeySource, StreamHeader
@@ -41,14 +41,6 @@ class Entry:
     key_version: int | None
     signer: str
     created_at: datetime
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _entry(row: ArtifactRecord) -> Entry:
@@ -112,7 +104,7 @@ class Registry:
             name=name,
             version=version,
             path=str(path),
-            sha256=_sha256(path),
+            sha256=sha256_file(path),
             size=path.stat().st_size,
             encrypted=envelope.encrypted,
             key_name=header[0],
@@ -168,7 +160,7 @@ class Registry:
                     )
                 ).one()
                 row.key_version = header.key_version
-                row.sha256 = _sha256(entry.path)
+                row.sha256 = sha256_file(entry.path)
                 row.size = entry.path.stat().st_size
                 changed.append(_entry(row))
         if unreadable:

@@ -117,7 +117,9 @@ def _ray(
         raise UsageError("the ray executor needs Ray", "pip install 'privet[sim]', or use --executor serial.") from None
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    data = ray.put((x, y))  # once: every task reads the same copy from the object store
+    # Once, as numpy arrays: every task maps the same copy in the object store without deserialising it
+    # (torch tensors would be copied whole into every task) and copies out only its client's rows.
+    data = ray.put((x.numpy(), y.numpy()))
     remote = ray.remote(num_cpus=1)(_train_stored)
 
     def run(clients: list[int], flat: Tensor, round_: int, config: dict[str, Any]) -> list[LocalResult]:
@@ -131,7 +133,7 @@ def _ray(
 def _train_stored(
     spec: ModelSpec,
     flat: Tensor,
-    data: tuple[Tensor, Tensor],
+    data: tuple[np.ndarray, np.ndarray],
     rows: np.ndarray,
     settings: LocalSettings,
     config: dict[str, Any],
@@ -141,7 +143,8 @@ def _train_stored(
 ) -> LocalResult:
     # Ray resolves the object references passed as arguments before the task runs: ``data`` is the pair itself.
     torch.set_num_threads(1)
-    return _train_share(spec, flat, *data, rows, settings, config, seed, round_, client)
+    x, y = torch.from_numpy(data[0][rows]), torch.from_numpy(data[1][rows])
+    return train_locally(spec, flat, x, y, settings, config, seed=seed, round_=round_, client=str(client))
 
 
 def simulate(

@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/dp_sampling.py --json
 	$(BIN)/python benchmarks/dp_stats.py --json
 	$(BIN)/python benchmarks/dp_sgd.py --json
+	$(BIN)/python benchmarks/dp_transfer.py --json
 	$(BIN)/python benchmarks/pii.py --json
 	test -x build/flower-venv/bin/python || $(BIN)/python benchmarks/fl_sim.py --setup-flower
 	$(BIN)/python benchmarks/fl_sim.py --json

@@ -20,17 +20,22 @@ from privet.dp.sgd.optimizer import DPOptimizer
 from privet.dp.sgd.plan import PrivacyPlan, plan_privacy
 from privet.dp.sgd.private import make_private, train_private
 from privet.dp.sgd.sampler import PoissonSampler, ShuffledSampler
+from privet.dp.sgd.transfer import LowRankAdapter, add_adapters, freeze, merge_adapters
 
 __all__ = [
     "DPOptimizer",
     "LayerGrads",
+    "LowRankAdapter",
     "MultiheadAttention",
     "PerSampleClipper",
     "PoissonSampler",
     "PrivacyPlan",
     "ShuffledSampler",
+    "add_adapters",
     "check_supported",
+    "freeze",
     "make_private",
+    "merge_adapters",
     "plan_privacy",
     "replace_attention",
     "replace_batch_norm",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from privet.cli.common import OPTIONS, JsonOption, emit, stderr, stdout
 from privet.errors import UsageError
@@ -73,16 +74,6 @@ def revoke(
     emit({"revoked": party}, as_json, lambda: stdout.print(f"{party} revoked; the server refuses it once restarted"))
 
 
-def _round_line(record: RoundRecord) -> None:
-    if OPTIONS.quiet:
-        return
-    accuracy = "" if record.accuracy is None else f", test accuracy {record.accuracy:.4f}"
-    stderr.print(
-        f"round {record.round}: {len(record.answered)}/{len(record.sampled)} clients answered, "
-        f"loss {record.loss:.4f}{accuracy} ({record.seconds:.1f} s)"
-    )
-
-
 @app.command()
 def server(
     config: Annotated[Path, typer.Option(help="The run's fl.yaml.", show_default=False)],
@@ -93,7 +84,17 @@ def server(
     from privet.federated.server import serve
 
     settings = load_config(config)
-    coordinator, records = serve(settings, _passphrase(), progress=_round_line)
+    columns = (TextColumn("round"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=stderr, disable=OPTIONS.quiet) as bar:
+        task = bar.add_task("rounds", total=settings.rounds, status="waiting for clients")
+
+        def on_round(record: RoundRecord) -> None:
+            accuracy = "" if record.accuracy is None else f", test accuracy {record.accuracy:.4f}"
+            status = f"{len(record.answered)}/{len(record.sampled)} answered, loss {record.loss:.4f}{accuracy}"
+            bar.update(task, completed=record.round, status=status)
+
+        coordinator, records = serve(settings, _passphrase(), progress=on_round)
     result = {
         "rounds": coordinator.round,
         "ran": [r.round for r in records],

@@ -12,6 +12,10 @@ Keys
     ``master_key``    a random ``env``-style master key (``LocalMasterKey``; no scrypt, so it is instant).
     ``keyring``       ``Keyring.initialize(sqlite_store, master_key)``: ``default`` (aead) and ``signing`` keys, v1.
     ``fast_kdf``      scrypt parameters with n=2**14, for passphrase tests (the production default is 2**17).
+
+Torch
+    ``one_thread``    torch at one thread for the test (restored after): faster for tiny models on a shared
+                      machine, and bit-for-bit repeatable. Modules use it with ``pytest.mark.usefixtures``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import torch
 
 from privet.crypto import Keyring, LocalMasterKey, from_env_value, new_env_value, new_kdf_params
 from privet.store import HEAD_REVISION, Store
@@ -114,3 +119,11 @@ def keyring(sqlite_store: Store, master_key: LocalMasterKey) -> Keyring:
 def fast_kdf() -> dict:
     """Fresh scrypt parameters cheap enough for tests (n=2**14)."""
     return new_kdf_params(n=FAST_SCRYPT_N)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,12 +21,7 @@ from tests.data.test_images import write_mnist_like
 PRIVACY_FIELDS = ("sampler", "sample_rate", "steps", "noise_multiplier", "max_grad_norm", "clipping")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from privet.data.bundled import breast_cancer
+from privet.errors import ConfigError, FormatError
 from privet.federated.client import run_client
-from privet.federated.config import FederationConfig
+from privet.federated.config import FederationConfig, load_config
 from privet.federated.provision import Provisioned, provision
 from privet.federated.server import Coordinator, serve
 from privet.net.frames import Message
@@ -20,12 +22,7 @@ from privet.net.rpc import Client, Identity
 CLIENTS = ["north", "south", "east"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +127,15 @@ def test_resume_continues_to_the_same_model(federation: Provisioned, shares: dic
     resumed, more = _run(federation, config("b", 4), shares, CLIENTS)
     assert [r.round for r in more] == [3, 4]
     assert torch.equal(resumed.flat, straight.flat)
+
+
+def test_a_damaged_checkpoint_and_a_bad_address_are_clear_errors(federation: Provisioned, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(FormatError, match="not a privet checkpoint"):
+        Coordinator(_config(federation, state))
+    config = tmp_path / "fl.yaml"
+    config.write_text(yaml.safe_dump({**_config(federation, state).model_dump(mode="json"), "listen": "localhost"}))
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        load_config(config)

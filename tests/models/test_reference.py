@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,6 @@ from privet.models.reference import ModelSpec, load_weights, save_weights
 from privet.models.training import accuracy, fit, predict
 
 SPECS = [ModelSpec("logreg", 30, 2), ModelSpec("mlp", 30, 2, 16), ModelSpec("mlp", 4, 7, 3), ModelSpec("logreg", 1, 2)]
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Training on one thread: faster for these tiny models on a shared machine, and bit-for-bit repeatable."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -88,6 +88,9 @@ class FederationConfig(_Strict):
             raise ValueError("min_available cannot be below min_clients")
         if "name" not in self.strategy:
             raise ValueError("strategy needs a name")
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"listen must be HOST:PORT (port 0-65535), got {self.listen!r}")
         return self
 
     @property

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from privet.federated.local import flat_parameters, load_flat
 from privet.federated.records import load_records
 from privet.federated.strategies import Strategy, make_strategy
 from privet.files import atomic_file
+from privet.models.training import accuracy
 from privet.net.frames import Message
 from privet.net.rpc import Identity, Server
 
@@ -77,7 +79,7 @@ class Coordinator:
         self._sampled: set[str] = set()
         self._updates: dict[str, tuple[Tensor, int, float]] = {}
         self._done = False
-        self._payload = b""
+        self._payload: memoryview | bytes = b""
         config.state.mkdir(parents=True, exist_ok=True)
         self._resume()
 
@@ -92,7 +94,7 @@ class Coordinator:
         try:
             state = torch.load(self.checkpoint_path, weights_only=True)
             flat, completed, strategy = state["model"], int(state["round"]), state["strategy"]
-        except (RuntimeError, KeyError, ValueError, EOFError):
+        except (pickle.UnpicklingError, RuntimeError, KeyError, ValueError, EOFError, TypeError):
             raise FormatError(
                 f"{self.checkpoint_path} is not a privet checkpoint", "Move it away to start the run afresh."
             ) from None
@@ -182,7 +184,8 @@ class Coordinator:
                     )
                 self._lock.wait(0.2)
             sampled = self._sample(round_, self._connected())
-            self._payload = self.flat.numpy().tobytes()
+            # The model's own memory, not a copy: ``self.flat`` is replaced, never changed in place, after a round.
+            self._payload = memoryview(self.flat.numpy()).cast("B")
             self._open, self._sampled, self._updates = round_, set(sampled), {}
             self._lock.notify_all()
             end = time.monotonic() + self.config.round_deadline
@@ -207,14 +210,11 @@ class Coordinator:
         return record
 
     def evaluate(self) -> float | None:
+        """Test accuracy of the current global model on ``eval_data`` (``None`` without it)."""
         if self.eval is None:
             return None
         load_flat(self.model, self.flat)
-        self.model.eval()
-        with torch.no_grad():
-            x, y = self.eval
-            predictions = torch.cat([self.model(x[i : i + 4096]).argmax(1) for i in range(0, len(x), 4096)])
-        return float((predictions == y).float().mean())
+        return accuracy(self.model, *self.eval)
 
     def run(self, progress: Callable[[RoundRecord], None] | None = None) -> list[RoundRecord]:
         """Run the remaining rounds; then tell polling clients that training is done."""

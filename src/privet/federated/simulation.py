@@ -32,6 +32,7 @@ from privet.errors import UsageError
 from privet.federated.local import LocalResult, LocalSettings, flat_parameters, load_flat, train_locally
 from privet.federated.strategies import Strategy
 from privet.models.reference import ModelSpec
+from privet.models.training import accuracy as test_accuracy
 
 __all__ = ["Attack", "SimulationResult", "SimulationRound", "simulate"]
 
@@ -77,8 +78,7 @@ class SimulationResult:
 def _train_share(
     spec: ModelSpec,
     flat: Tensor,
-    x: Tensor,
-    y: Tensor,
+    data: tuple[np.ndarray, np.ndarray],
     rows: np.ndarray,
     settings: LocalSettings,
     config: dict[str, Any],
@@ -86,26 +86,37 @@ def _train_share(
     round_: int,
     client: int,
 ) -> LocalResult:
-    index = torch.as_tensor(rows)
-    return train_locally(spec, flat, x[index], y[index], settings, config, seed=seed, round_=round_, client=str(client))
+    """Train client ``client`` on its rows of ``data`` (copied out: the shared arrays stay untouched)."""
+    x, y = torch.from_numpy(data[0][rows]), torch.from_numpy(data[1][rows])
+    return train_locally(spec, flat, x, y, settings, config, seed=seed, round_=round_, client=str(client))
+
+
+def _train_on_worker(*args: Any) -> LocalResult:
+    # A Ray worker runs one client per CPU: more torch threads would only compete with the other workers.
+    # Ray resolves the object references passed as arguments before the task runs.
+    torch.set_num_threads(1)
+    return _train_share(*args)
 
 
 Executor = Callable[[list[int], Tensor, int, dict[str, Any]], list[LocalResult]]
 
 
 def _serial(
-    spec: ModelSpec, x: Tensor, y: Tensor, shares: Sequence[np.ndarray], settings: LocalSettings, seed: int
+    spec: ModelSpec,
+    data: tuple[np.ndarray, np.ndarray],
+    shares: Sequence[np.ndarray],
+    settings: LocalSettings,
+    seed: int,
 ) -> Executor:
     def run(clients: list[int], flat: Tensor, round_: int, config: dict[str, Any]) -> list[LocalResult]:
-        return [_train_share(spec, flat, x, y, shares[c], settings, config, seed, round_, c) for c in clients]
+        return [_train_share(spec, flat, data, shares[c], settings, config, seed, round_, c) for c in clients]
 
     return run
 
 
 def _ray(
     spec: ModelSpec,
-    x: Tensor,
-    y: Tensor,
+    data: tuple[np.ndarray, np.ndarray],
     shares: Sequence[np.ndarray],
     settings: LocalSettings,
     seed: int,
@@ -119,32 +130,15 @@ def _ray(
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     # Once, as numpy arrays: every task maps the same copy in the object store without deserialising it
     # (torch tensors would be copied whole into every task) and copies out only its client's rows.
-    data = ray.put((x.numpy(), y.numpy()))
-    remote = ray.remote(num_cpus=1)(_train_stored)
+    stored = ray.put(data)
+    remote = ray.remote(num_cpus=1)(_train_on_worker)
 
     def run(clients: list[int], flat: Tensor, round_: int, config: dict[str, Any]) -> list[LocalResult]:
         model = ray.put(flat)
-        futures = [remote.remote(spec, model, data, shares[c], settings, config, seed, round_, c) for c in clients]
+        futures = [remote.remote(spec, model, stored, shares[c], settings, config, seed, round_, c) for c in clients]
         return ray.get(futures)
 
     return run
-
-
-def _train_stored(
-    spec: ModelSpec,
-    flat: Tensor,
-    data: tuple[np.ndarray, np.ndarray],
-    rows: np.ndarray,
-    settings: LocalSettings,
-    config: dict[str, Any],
-    seed: int,
-    round_: int,
-    client: int,
-) -> LocalResult:
-    # Ray resolves the object references passed as arguments before the task runs: ``data`` is the pair itself.
-    torch.set_num_threads(1)
-    x, y = torch.from_numpy(data[0][rows]), torch.from_numpy(data[1][rows])
-    return train_locally(spec, flat, x, y, settings, config, seed=seed, round_=round_, client=str(client))
 
 
 def simulate(
@@ -174,10 +168,11 @@ def simulate(
     torch.manual_seed(seed)
     model = spec.build()
     flat = flat_parameters(model)
+    data = (x.numpy(), y.numpy())  # views, no copy
     if executor == "serial":
-        run = _serial(spec, x, y, shares, settings, seed)
+        run = _serial(spec, data, shares, settings, seed)
     elif executor == "ray":
-        run = _ray(spec, x, y, shares, settings, seed, address)
+        run = _ray(spec, data, shares, settings, seed, address)
     else:
         raise UsageError(f"executor {executor!r} is not serial or ray")
     result = SimulationResult(flat, startup_seconds=time.perf_counter() - started)
@@ -193,7 +188,7 @@ def simulate(
         accuracy = None
         if test is not None:
             load_flat(model, flat)
-            accuracy = _accuracy(model, *test)
+            accuracy = test_accuracy(model, *test)
         loss = float(np.average([o.loss for o in outcomes], weights=weights.numpy()))
         record = SimulationRound(round_, sampled, accuracy, loss, time.perf_counter() - began)
         result.rounds.append(record)
@@ -201,10 +196,3 @@ def simulate(
         if progress is not None:
             progress(record)
     return result
-
-
-@torch.no_grad()
-def _accuracy(model: torch.nn.Module, x: Tensor, y: Tensor) -> float:
-    model.eval()
-    predictions = torch.cat([model(x[i : i + 4096]).argmax(1) for i in range(0, len(x), 4096)])
-    return float((predictions == y).float().mean())

@@ -47,10 +47,21 @@ def fit(
     return FitResult(epochs, loss.item(), accuracy(model, features, labels))
 
 
+_BATCH = 4096  # records per forward pass when predicting: bounded memory on large test sets
+
+
 @torch.no_grad()
-def predict(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
-    return model(features).argmax(dim=1)
+def predict(model: nn.Module, features: torch.Tensor, *, device: torch.device | None = None) -> torch.Tensor:
+    """Predicted classes (on the CPU), ``features`` sent to ``device`` a batch at a time; the model in eval mode."""
+    model.eval()
+    parts = [model(features[i : i + _BATCH].to(device)).argmax(dim=1).cpu() for i in range(0, len(features), _BATCH)]
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
 
 
-def accuracy(model: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((predict(model, features) == labels).float().mean())
+def accuracy(
+    model: nn.Module, features: torch.Tensor, labels: torch.Tensor, *, device: torch.device | None = None
+) -> float:
+    """The fraction of ``labels`` the model predicts (0 for no records)."""
+    if len(labels) == 0:
+        return 0.0
+    return float((predict(model, features, device=device) == labels).float().mean())

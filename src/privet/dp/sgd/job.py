@@ -33,6 +33,7 @@ from privet.errors import NotFoundError, UsageError
 from privet.models import artifact
 from privet.models.manifest import Envelope, Scalar
 from privet.models.reference import IMAGE_KINDS, ModelSpec, save_weights
+from privet.models.training import accuracy
 
 __all__ = ["DATASETS", "JobResult", "PreparedJob", "TrainSpec", "load_split", "pack_model", "prepare_job", "run_job"]
 
@@ -40,7 +41,6 @@ DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "adult")
 MODELS: tuple[str, ...] = ("cnn", "scatternet", "mlp", "logreg")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 _DEFAULT_HIDDEN = {"cnn": 32, "scatternet": 0, "mlp": 64, "logreg": 0}
-_EVAL_BATCH = 2048
 _FEATURE_BATCH = 256  # images per scattering call: larger batches only add memory traffic
 
 
@@ -197,16 +197,6 @@ def _optimizer(spec: TrainSpec, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
-    model.eval()
-    correct = 0
-    for start in range(0, len(x), _EVAL_BATCH):
-        logits = model(x[start : start + _EVAL_BATCH].to(device))
-        correct += int((logits.argmax(1).cpu() == y[start : start + _EVAL_BATCH]).sum())
-    return correct / max(len(x), 1)
-
-
 def _train_plain(
     spec: TrainSpec,
     model: nn.Module,
@@ -349,7 +339,7 @@ def run_job(
     else:
         history, steps = _train_plain(spec, trained, (x_train, split.y_train), device, console)
     train_seconds = time.perf_counter() - train_started
-    accuracy = evaluate(model, split.x_test, split.y_test, device)
+    test_accuracy = accuracy(model, split.x_test, split.y_test, device=device)
     return JobResult(
         model=model.cpu(),
         model_spec=model_spec,
@@ -357,7 +347,7 @@ def run_job(
         kind=prepared.kind,
         train_records=len(split.x_train),
         test_records=len(split.x_test),
-        test_accuracy=accuracy,
+        test_accuracy=test_accuracy,
         plan=plan,
         history=history,
         steps=steps,

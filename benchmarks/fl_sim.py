@@ -276,7 +276,7 @@ def privet_worker(spec: dict[str, Any]) -> dict[str, Any]:
     from privet.models.reference import ModelSpec
 
     imported = time.time()
-    split = load_mnist_like(Path(spec["mnist"]))
+    split = load_mnist_like(Path(spec["mnist"]), pixels=True)  # 8-bit: each client scales its rows
     x, y = split.x_train.reshape(len(split.x_train), -1), split.y_train
     del split
     rounds: list[list[float]] = []

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from sklearn.datasets import load_breast_cancer, load_digits
-from sklearn.model_selection import train_test_split
 
 
 @dataclass(frozen=True)
@@ -28,15 +26,21 @@ class Split:
 
 def breast_cancer(*, test_fraction: float = 0.25, seed: int = 0) -> Split:
     """scikit-learn's Wisconsin diagnostic breast-cancer set: 569 rows, 30 features, 2 classes."""
+    from sklearn.datasets import load_breast_cancer  # on use: scikit-learn is slow to import and large
+
     return _split("sklearn-breast-cancer", load_breast_cancer(), test_fraction, seed)
 
 
 def digits(*, test_fraction: float = 0.25, seed: int = 0) -> Split:
     """scikit-learn's handwritten digits: 1,797 images of 8x8 pixels as 64 features, 10 classes."""
+    from sklearn.datasets import load_digits
+
     return _split("sklearn-digits", load_digits(), test_fraction, seed)
 
 
 def _split(name: str, bunch: Any, test_fraction: float, seed: int) -> Split:
+    from sklearn.model_selection import train_test_split
+
     x_train, x_test, y_train, y_test = train_test_split(
         bunch.data, bunch.target, test_size=test_fraction, random_state=seed, stratify=bunch.target
     )

@@ -23,7 +23,15 @@ import torch
 from privet.data.bundled import Split
 from privet.errors import NotFoundError, UsageError
 
-__all__ = ["IMAGES_MAGIC", "LABELS_MAGIC", "MNIST_FILES", "load_idx_images", "load_idx_labels", "load_mnist_like"]
+__all__ = [
+    "IMAGES_MAGIC",
+    "LABELS_MAGIC",
+    "MNIST_FILES",
+    "load_idx_images",
+    "load_idx_labels",
+    "load_mnist_like",
+    "scaled",
+]
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
@@ -84,11 +92,15 @@ def _parse(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(sizes)
 
 
-def load_idx_images(path: Path) -> torch.Tensor:
-    """An IDX images file as float32 in [0, 1], shape ``(N, 1, rows, cols)``."""
-    pixels = _parse(path, IMAGES_MAGIC)
-    images = torch.from_numpy(pixels.astype(np.float32) / np.float32(255.0))
-    return images.unsqueeze(1)
+def scaled(pixels: np.ndarray) -> torch.Tensor:
+    """8-bit pixel values as float32 in [0, 1], exactly as the loaders give them."""
+    return torch.from_numpy(pixels.astype(np.float32) / np.float32(255.0))
+
+
+def load_idx_images(path: Path, *, pixels: bool = False) -> torch.Tensor:
+    """An IDX images file as float32 in [0, 1] (``pixels``: the uint8 values), shape ``(N, 1, rows, cols)``."""
+    values = _parse(path, IMAGES_MAGIC)
+    return (torch.from_numpy(values.astype(np.uint8)) if pixels else scaled(values)).unsqueeze(1)
 
 
 def load_idx_labels(path: Path) -> torch.Tensor:
@@ -106,9 +118,9 @@ def _find(directory: Path, stem: str) -> Path:
     )
 
 
-def _pair(directory: Path, images_stem: str, labels_stem: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair(directory: Path, images_stem: str, labels_stem: str, pixels: bool) -> tuple[torch.Tensor, torch.Tensor]:
     images_path, labels_path = _find(directory, images_stem), _find(directory, labels_stem)
-    images, labels = load_idx_images(images_path), load_idx_labels(labels_path)
+    images, labels = load_idx_images(images_path, pixels=pixels), load_idx_labels(labels_path)
     if len(images) != len(labels):
         raise UsageError(
             f"{images_path.name} has {len(images)} images but {labels_path.name} has {len(labels)} labels",
@@ -117,18 +129,19 @@ def _pair(directory: Path, images_stem: str, labels_stem: str) -> tuple[torch.Te
     return images, labels
 
 
-def load_mnist_like(directory: Path, *, name: str | None = None) -> Split:
+def load_mnist_like(directory: Path, *, name: str | None = None, pixels: bool = False) -> Split:
     """The official train and test splits of an MNIST-layout directory (MNIST, Fashion-MNIST, ...).
 
     The directory holds ``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
     ``t10k-images-idx3-ubyte.gz`` and ``t10k-labels-idx1-ubyte.gz`` (each may also be uncompressed, without
-    ``.gz``). Images are ``(N, 1, 28, 28)`` float32 in [0, 1]; labels int64.
+    ``.gz``). Images are ``(N, 1, 28, 28)`` float32 in [0, 1] (with ``pixels``, the 8-bit values as uint8, a
+    quarter of the memory); labels int64.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise NotFoundError(f"data directory {directory} does not exist", "Pass the directory that holds the files.")
-    x_train, y_train = _pair(directory, MNIST_FILES[0], MNIST_FILES[1])
-    x_test, y_test = _pair(directory, MNIST_FILES[2], MNIST_FILES[3])
+    x_train, y_train = _pair(directory, MNIST_FILES[0], MNIST_FILES[1], pixels)
+    x_test, y_test = _pair(directory, MNIST_FILES[2], MNIST_FILES[3], pixels)
     if x_train.shape[1:] != x_test.shape[1:]:
         raise UsageError(
             f"the train images are {tuple(x_train.shape[2:])} but the test images {tuple(x_test.shape[2:])}",

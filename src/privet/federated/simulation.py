@@ -4,13 +4,16 @@ Each round samples ``per_round`` of ``clients`` clients (reproducibly from the s
 with :func:`privet.federated.local.train_locally` (exactly what a real client runs) on its share of the data
 (:mod:`privet.data.partition`), and aggregates with a strategy (:mod:`privet.federated.strategies`, client-level
 DP included). Clients are created for the round they take part in and dropped after it, so memory does not grow
-with the population: a client is its index into the partition, nothing more.
+with the population: a client is its index into the partition, nothing more. Images may be passed as 8-bit
+pixels (``uint8``, e.g. ``load_mnist_like(..., pixels=True)``): each client turns its own rows into floats in
+[0, 1], and the copy every client reads from is four times smaller.
 
 Executors:
 
 - ``serial``: in this process, one client after another (small runs, tests, debugging);
-- ``ray``: each sampled client is a Ray task on a local Ray instance or a cluster (``ray://host:port``); the
-  data set goes into Ray's object store once and tasks read their share from it by index.
+- ``ray``: a round's sampled clients are split into one Ray task per CPU of the local Ray instance or the
+  cluster (``ray://host:port``), each training its clients in turn; the data set goes into Ray's object store
+  once and tasks read their clients' rows from it by index.
 
 ``attack`` makes some clients adversarial (for measuring robust aggregation): ``sign_flip`` sends ``-scale``
 times the honest update, ``scale`` sends ``scale`` times it.
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from privet.data.images import scaled
 from privet.data.partition import partition
 from privet.errors import UsageError
 from privet.federated.local import LocalResult, LocalSettings, flat_parameters, load_flat, train_locally
@@ -87,15 +91,26 @@ def _train_share(
     client: int,
 ) -> LocalResult:
     """Train client ``client`` on its rows of ``data`` (copied out: the shared arrays stay untouched)."""
-    x, y = torch.from_numpy(data[0][rows]), torch.from_numpy(data[1][rows])
+    x, y = data[0][rows], torch.from_numpy(data[1][rows])
+    x = scaled(x) if x.dtype == np.uint8 else torch.from_numpy(x)
     return train_locally(spec, flat, x, y, settings, config, seed=seed, round_=round_, client=str(client))
 
 
-def _train_on_worker(*args: Any) -> LocalResult:
-    # A Ray worker runs one client per CPU: more torch threads would only compete with the other workers.
+def _train_batch(
+    spec: ModelSpec,
+    flat: Tensor,
+    data: tuple[np.ndarray, np.ndarray],
+    batch: list[tuple[int, np.ndarray]],
+    settings: LocalSettings,
+    config: dict[str, Any],
+    seed: int,
+    round_: int,
+) -> list[LocalResult]:
+    """One Ray task: the clients of ``batch`` (client, rows) one after another, as the serial executor would."""
+    # One task per CPU: more torch threads would only compete with the other tasks.
     # Ray resolves the object references passed as arguments before the task runs.
     torch.set_num_threads(1)
-    return _train_share(*args)
+    return [_train_share(spec, flat, data, rows, settings, config, seed, round_, c) for c, rows in batch]
 
 
 Executor = Callable[[list[int], Tensor, int, dict[str, Any]], list[LocalResult]]
@@ -131,12 +146,18 @@ def _ray(
     # Once, as numpy arrays: every task maps the same copy in the object store without deserialising it
     # (torch tensors would be copied whole into every task) and copies out only its client's rows.
     stored = ray.put(data)
-    remote = ray.remote(num_cpus=1)(_train_on_worker)
+    remote = ray.remote(num_cpus=1)(_train_batch)
+    # A round's clients go out as one task per CPU, each training its share of them in turn: a task per client
+    # would pay Ray's scheduling and the model's transfer a hundred times a round for a few milliseconds of work.
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
 
     def run(clients: list[int], flat: Tensor, round_: int, config: dict[str, Any]) -> list[LocalResult]:
         model = ray.put(flat)
-        futures = [remote.remote(spec, model, stored, shares[c], settings, config, seed, round_, c) for c in clients]
-        return ray.get(futures)
+        batches = [
+            [(int(c), shares[c]) for c in part] for part in np.array_split(np.asarray(clients), slots) if len(part)
+        ]
+        futures = [remote.remote(spec, model, stored, b, settings, config, seed, round_) for b in batches]
+        return [result for results in ray.get(futures) for result in results]
 
     return run
 

@@ -11,7 +11,10 @@ import torch
 import yaml
 
 from privet.data.bundled import breast_cancer
-from privet.errors import ConfigError, FormatError
+from privet.dp.accounting import GaussianEvent, compose_epsilon
+from privet.dp.ledger import Ledger
+from privet.errors import BudgetExceededError, ConfigError, FormatError, NotFoundError, UsageError
+from privet.federated.budget import RoundCharges
 from privet.federated.client import run_client
 from privet.federated.config import FederationConfig, load_config
 from privet.federated.provision import Provisioned, provision
@@ -56,6 +59,7 @@ def _run(
     shares: dict,
     parties: list[str],
     extra: Callable[[str], None] | None = None,
+    ledger: Ledger | None = None,
 ) -> tuple[Coordinator, list]:
     """Serve ``config`` on a free port with ``parties`` as client threads; return the coordinator and rounds."""
     ports: list[int] = []
@@ -67,7 +71,7 @@ def _run(
         listening.set()
 
     def server() -> None:
-        box["result"] = serve(config, fed.passphrases["server"].encode(), on_listen=on_listen)
+        box["result"] = serve(config, fed.passphrases["server"].encode(), ledger=ledger, on_listen=on_listen)
 
     thread = threading.Thread(target=server, daemon=True)
     thread.start()
@@ -139,3 +143,67 @@ def test_a_damaged_checkpoint_and_a_bad_address_are_clear_errors(federation: Pro
     config.write_text(yaml.safe_dump({**_config(federation, state).model_dump(mode="json"), "listen": "localhost"}))
     with pytest.raises(ConfigError, match="HOST:PORT"):
         load_config(config)
+
+
+PRIVACY = {"epsilon": 3.0, "delta": 1e-5, "clip": 1.0, "population": 3, "ledger": "hospitals/patients"}
+
+
+def test_private_rounds_are_charged_to_the_ledger_and_resume_without_charging_twice(
+    federation: Provisioned, shares: dict, tmp_path: Path, sqlite_store: object
+) -> None:
+    ledger = Ledger(sqlite_store)  # type: ignore[arg-type]
+    ledger.create("hospitals", "patients", 4.0, 1e-5)
+    config = _config(federation, tmp_path / "state", rounds=2, clients_per_round=2, min_available=3,
+                     privacy=PRIVACY)  # fmt: skip
+    first, records = _run(federation, config, shares, CLIENTS, ledger=ledger)
+    assert [r.round for r in records] == [1, 2]
+    # Poisson sampling at q = 2/3 among the 3 connected clients; every round released and charged.
+    assert all(set(r.answered) <= set(r.sampled) <= set(CLIENTS) for r in records)
+    charges = ledger.history("hospitals", "patients")
+    assert len(charges) == 2 and all(f"round {i + 1}: DP-FedAvg" in c.description for i, c in enumerate(charges))
+    assert 0 < records[0].epsilon < records[1].epsilon < 3.0  # type: ignore[operator]
+    assert records[1].budget_epsilon == pytest.approx(charges[-1].epsilon_after)
+    metrics = (tmp_path / "state" / "metrics.jsonl").read_text().splitlines()
+    assert '"epsilon"' in metrics[-1]
+
+    # Resumed to all four rounds: the plan for the remaining two was checked; each round charged exactly once.
+    resumed, more = _run(federation, config.model_copy(update={"rounds": 4}), shares, CLIENTS, ledger=ledger)
+    assert [r.round for r in more] == [3, 4]
+    charges = ledger.history("hospitals", "patients")
+    assert [c.description.split(":")[0][-7:] for c in charges] == [f"round {i}" for i in (1, 2, 3, 4)]
+    # The longer run is calibrated anew for its 4 rounds (more noise); the run's epsilon composes what each round had.
+    summary, before = resumed.privacy_summary(), first.privacy_summary()
+    assert summary is not None and before is not None and summary["rounds"] == 4
+    assert summary["noise_multiplier"] > before["noise_multiplier"]  # type: ignore[operator]
+    events = [e for c in charges for e in c.events]
+    assert summary["epsilon"] == pytest.approx(compose_epsilon(events, 1e-5).epsilon)
+    assert summary["budget_epsilon"] == pytest.approx(summary["epsilon"]) and summary["epsilon"] <= 4.0
+
+
+def test_a_round_charged_before_a_crash_is_not_charged_again(tmp_path: Path, sqlite_store: object) -> None:
+    ledger = Ledger(sqlite_store)  # type: ignore[arg-type]
+    ledger.create("t", "d", 2.0, 1e-5)
+    charges = RoundCharges(ledger, "t", "d", "run (abc)")
+    event = GaussianEvent(2.0, 0.5, 1)
+    first = charges.charge(1, event, "detail")
+    assert charges.charge(1, event, "detail") == pytest.approx(first)  # the restarted attempt of round 1
+    assert len(ledger.history("t", "d")) == 1
+    assert RoundCharges(ledger, "t", "d", "another run (def)").charge(1, event, "detail") > first
+
+
+def test_a_private_run_the_budget_cannot_afford_never_starts(
+    federation: Provisioned, tmp_path: Path, sqlite_store: object
+) -> None:
+    ledger = Ledger(sqlite_store)  # type: ignore[arg-type]
+    config = _config(federation, tmp_path / "state", clients_per_round=2, privacy=PRIVACY)
+    with pytest.raises(NotFoundError, match="no budget hospitals/patients"):
+        Coordinator(config, ledger)
+    ledger.create("hospitals", "patients", 1.0, 1e-5)
+    with pytest.raises(BudgetExceededError, match="over its budget"):
+        Coordinator(config, ledger)
+    assert ledger.history("hospitals", "patients") == []
+    with pytest.raises(UsageError, match="needs the ledger"):
+        Coordinator(config)
+    with pytest.raises(UsageError, match="replaces the average, which client-level DP needs"):
+        Coordinator(_config(federation, tmp_path / "s2", clients_per_round=2, privacy=PRIVACY,
+                            strategy={"name": "median"}), ledger)  # fmt: skip

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from privet.cli.common import OPTIONS, JsonOption, emit, stderr, stdout
+from privet.cli.common import OPTIONS, JsonOption, emit, stderr, stdout, workspace
 from privet.errors import UsageError
 
 if TYPE_CHECKING:
@@ -79,29 +79,46 @@ def server(
     config: Annotated[Path, typer.Option(help="The run's fl.yaml.", show_default=False)],
     as_json: JsonOption = False,
 ) -> None:
-    """Run the federation's server until its last round (resuming from its checkpoint if there is one)."""
+    """Run the federation's server until its last round (resuming from its checkpoint if there is one).
+
+    With privacy settings in fl.yaml every round is charged to the workspace's ledger before its model is released.
+    """
+    from privet.dp.ledger import Ledger
     from privet.federated.config import load_config
     from privet.federated.server import serve
 
     settings = load_config(config)
     columns = (TextColumn("round"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
                TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, console=stderr, disable=OPTIONS.quiet) as bar:
+    with workspace() as ws, Progress(*columns, console=stderr, disable=OPTIONS.quiet) as bar:
         task = bar.add_task("rounds", total=settings.rounds, status="waiting for clients")
+        ledger = Ledger(ws.store) if settings.privacy is not None else None
 
         def on_round(record: RoundRecord) -> None:
             accuracy = "" if record.accuracy is None else f", test accuracy {record.accuracy:.4f}"
-            status = f"{len(record.answered)}/{len(record.sampled)} answered, loss {record.loss:.4f}{accuracy}"
+            privacy = "" if record.epsilon is None else f", epsilon {record.epsilon:.3g}"
+            status = f"{len(record.answered)}/{len(record.sampled)} answered, loss {record.loss:.4f}{accuracy}{privacy}"
             bar.update(task, completed=record.round, status=status)
 
-        coordinator, records = serve(settings, _passphrase(), progress=on_round)
+        coordinator, records = serve(settings, _passphrase(), ledger=ledger, progress=on_round)
     result = {
         "rounds": coordinator.round,
         "ran": [r.round for r in records],
         "accuracy": coordinator.evaluate(),
         "checkpoint": str(coordinator.checkpoint_path),
+        "privacy": coordinator.privacy_summary(),
     }
-    emit(result, as_json, lambda: stdout.print(f"finished after round {coordinator.round}"))
+
+    def render() -> None:
+        stdout.print(f"finished after round {coordinator.round}")
+        summary = result["privacy"]
+        if summary is not None:
+            stdout.print(
+                f"client-level DP: epsilon {summary['epsilon']:.4g} at delta {summary['delta']:g} over "
+                f"{summary['rounds']} rounds; ledger {summary['ledger']} has spent {summary['budget_epsilon']:.4g}"
+            )
+
+    emit(result, as_json, render)
 
 
 @app.command()

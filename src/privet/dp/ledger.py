@@ -126,25 +126,10 @@ class Ledger:
 
         Call this before releasing anything; a refusal raises :class:`BudgetExceededError` and records nothing.
         """
-        if not events:
-            raise UsageError("a charge needs at least one accounting event")
         description = " ".join(description.split())[:512] or "unnamed release"
         with self._store.transaction() as session:
             row = self._row(session, tenant, dataset, lock=True)
-            earlier = [event for charge in self._charges(session, row) for event in charge.events]
-            try:
-                after = compose_epsilon([*earlier, *events], row.delta, _accountant(_budget(row)))
-            except UsageError as exc:  # the events' own deltas already exceed the budget's delta
-                raise BudgetExceededError(
-                    f"charging {description!r} would exceed the delta of {tenant}/{dataset} ({exc.message})",
-                    "Nothing was released. Declare the group keys (no partition selection) or use a new data set.",
-                ) from None
-            if after.epsilon > row.epsilon:
-                raise BudgetExceededError(
-                    f"charging {description!r} would bring {tenant}/{dataset} to epsilon {after.epsilon:.4g} "
-                    f"({after.accountant}), over its budget of {row.epsilon:.4g} at delta {row.delta:.3g}",
-                    "Nothing was released. Ask for less (a larger noise scale, fewer statistics) or a new data set.",
-                )
+            after = self._admit(session, row, events, description)
             session.add(
                 ChargeRecord(
                     budget_id=row.id,
@@ -153,6 +138,34 @@ class Ledger:
                     epsilon_after=after.epsilon,
                     accountant=after.accountant,
                 )
+            )
+        return after
+
+    def preview(self, tenant: str, dataset: str, events: Sequence[Event], description: str) -> Guarantee:
+        """What charging ``events`` would bring the budget to; refuses as :meth:`charge` would, records nothing.
+
+        For plans that charge in parts (a federated run, round by round): check the whole before the first part.
+        """
+        with self._store.transaction() as session:
+            return self._admit(session, self._row(session, tenant, dataset, lock=False), events, description)
+
+    def _admit(self, session: Session, row: BudgetRecord, events: Sequence[Event], description: str) -> Guarantee:
+        if not events:
+            raise UsageError("a charge needs at least one accounting event")
+        tenant, dataset = row.tenant, row.dataset
+        earlier = [event for charge in self._charges(session, row) for event in charge.events]
+        try:
+            after = compose_epsilon([*earlier, *events], row.delta, _accountant(_budget(row)))
+        except UsageError as exc:  # the events' own deltas already exceed the budget's delta
+            raise BudgetExceededError(
+                f"charging {description!r} would exceed the delta of {tenant}/{dataset} ({exc.message})",
+                "Nothing was released. Declare the group keys (no partition selection) or use a new data set.",
+            ) from None
+        if after.epsilon > row.epsilon:
+            raise BudgetExceededError(
+                f"charging {description!r} would bring {tenant}/{dataset} to epsilon {after.epsilon:.4g} "
+                f"({after.accountant}), over its budget of {row.epsilon:.4g} at delta {row.delta:.3g}",
+                "Nothing was released. Ask for less (a larger noise scale, fewer statistics) or a new data set.",
             )
         return after
 

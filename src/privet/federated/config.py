@@ -17,6 +17,14 @@ Example::
     local: {epochs: 1, batch_size: 32, lr: 0.1}
     strategy: {name: fedavg}       # or {name: fedadam, server_lr: 0.01}, {name: krum, byzantine: 1}, ...
     eval_data: data/test.csv       # optional: server-side test accuracy after each round
+    privacy:                       # optional: client-level DP (DP-FedAvg), every round charged to the ledger
+      epsilon: 3.0                 # (epsilon, delta) of the whole run, over all rounds
+      delta: 1.0e-5
+      clip: 1.0                    # L2 bound of a client's update (the initial one with adaptive clipping)
+      population: 100              # N: the federation's clients
+      sample_rate: 0.1             # q: chance a client takes part in a round (default clients_per_round / N)
+      ledger: hospitals/patients   # tenant/data set of an existing budget (`privet ledger create`)
+      adaptive: {target_quantile: 0.5, learning_rate: 0.2, count_noise: 5.0}   # optional
 
 Relative paths are taken from the file's folder.
 """
@@ -24,7 +32,7 @@ Relative paths are taken from the file's folder.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -60,6 +68,30 @@ class LocalConfig(_Strict):
         return LocalSettings(self.epochs, self.batch_size, self.lr, self.momentum)
 
 
+class AdaptiveConfig(_Strict):
+    target_quantile: float = Field(0.5, gt=0, lt=1)
+    learning_rate: float = Field(0.2, gt=0)
+    count_noise: float = Field(gt=0)
+
+
+class PrivacyConfig(_Strict):
+    """Client-level DP of a run (see :mod:`privet.federated.privacy`)."""
+
+    epsilon: float = Field(gt=0)
+    delta: float = Field(gt=0, lt=1)
+    clip: float = Field(gt=0)
+    population: int = Field(ge=1)
+    sample_rate: float | None = Field(None, gt=0, le=1)
+    ledger: str
+    accountant: Literal["pld", "rdp"] = "pld"
+    adaptive: AdaptiveConfig | None = None
+
+    @property
+    def budget(self) -> tuple[str, str]:
+        tenant, _, dataset = self.ledger.partition("/")
+        return tenant, dataset
+
+
 class FederationConfig(_Strict):
     """The settings of one federated run (see the module docstring)."""
 
@@ -79,6 +111,7 @@ class FederationConfig(_Strict):
     strategy: dict[str, Any] = Field(default_factory=lambda: {"name": "fedavg"})
     eval_data: Path | None = None
     compress: bool = False
+    privacy: PrivacyConfig | None = None
 
     @model_validator(mode="after")
     def _enough(self) -> FederationConfig:
@@ -91,7 +124,19 @@ class FederationConfig(_Strict):
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit() or int(port) > 65535:
             raise ValueError(f"listen must be HOST:PORT (port 0-65535), got {self.listen!r}")
+        if self.privacy is not None:
+            if not all(self.privacy.budget):
+                raise ValueError(f"privacy.ledger must be TENANT/DATASET, got {self.privacy.ledger!r}")
+            if self.privacy.population < self.clients_per_round and self.privacy.sample_rate is None:
+                raise ValueError("privacy.population cannot be below clients_per_round")
         return self
+
+    @property
+    def client_rate(self) -> float:
+        """With privacy: the probability ``q`` that a client takes part in a round."""
+        if self.privacy is None:
+            raise ValueError("the run has no privacy settings")
+        return self.privacy.sample_rate or self.clients_per_round / self.privacy.population
 
     @property
     def available(self) -> int:

@@ -154,9 +154,10 @@ class ClientDP(Strategy):
         """What one round releases, for the accountant and the ledger."""
         return GaussianEvent(self.noise_multiplier, self.sample_rate, 1)
 
-    def sample(self, round_: int) -> np.ndarray:
-        """Indices of the clients sampled for ``round_`` (each independently with probability ``q``)."""
-        uniform = self._randomness(round_, "sample").uniform(self.clients)
+    def sample(self, round_: int, among: int | None = None) -> np.ndarray:
+        """Indices of the clients sampled for ``round_``, each independently with probability ``q``, out of the
+        population or of ``among`` (the clients reachable now: one that is not is sampled with probability 0)."""
+        uniform = self._randomness(round_, "sample").uniform(self.clients if among is None else among)
         return np.flatnonzero(uniform < self.sample_rate)
 
     def client_noise_std(self) -> float:
@@ -169,7 +170,8 @@ class ClientDP(Strategy):
         """Clip, sum, noise (server placement), divide by ``q N``; adapt ``C`` for the next round."""
         source = NoiseSource(self._randomness(self.rounds, "noise"))
         norms = torch.linalg.vector_norm(updates, dim=1)
-        total = aggregate.clip_norms(updates, self.clip).sum(dim=0)
+        # A round nobody answered still releases (noise alone): skipping it would make the release depend on it.
+        total = aggregate.clip_norms(updates, self.clip).sum(dim=0) if len(updates) else updates.sum(dim=0)
         if self.placement == "server":
             total = total + source.gaussian(total, self.update_noise * self.clip).to(total.dtype)
         elif updates.shape[0] < self.min_clients:

@@ -15,11 +15,19 @@ their update (``Submit``). The server's loop, per round:
 
 Started again after a crash (even SIGKILL), the server loads the checkpoint and continues with the next round;
 with the same seeds and the same clients answering, the final model equals an uninterrupted run's.
+
+With ``privacy`` in the config the run is DP-FedAvg (:class:`~privet.federated.privacy.ClientDP`, server-side
+noise): the noise multiplier is calibrated so that all ``rounds`` together are (epsilon, delta)-DP for each
+client; each connected client takes part in a round with probability ``q`` (Poisson sampling, what the accountant
+assumes), drawn from the OS CSPRNG; the whole plan is checked against the ledger budget before the first round and
+each round is charged before its model leaves the server (:mod:`privet.federated.budget`). Every round is
+released, however few clients answered: running a round again until enough answer would bias the sample the
+accounting assumes. Metrics report the run's epsilon so far and the budget's total. A DP run's noise is not
+seeded, so it does not replay bit for bit.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import pickle
@@ -33,9 +41,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from privet.dp.ledger import Ledger
 from privet.errors import FormatError, UsageError
+from privet.federated.budget import RoundCharges, run_id
 from privet.federated.config import FederationConfig
 from privet.federated.local import flat_parameters, load_flat
+from privet.federated.privacy import AdaptiveClipping, ClientDP, plan_rounds
 from privet.federated.records import load_records
 from privet.federated.strategies import Strategy, make_strategy
 from privet.files import atomic_file
@@ -58,19 +69,23 @@ class RoundRecord:
     accuracy: float | None
     loss: float
     seconds: float
+    epsilon: float | None = None  # with privacy: the run's epsilon (at its delta) after this round
+    budget_epsilon: float | None = None  # with privacy: what the ledger budget has spent in all, this round included
 
 
 class Coordinator:
     """The round logic, independent of the transport: :meth:`task` and :meth:`submit` are the RPC handlers."""
 
-    def __init__(self, config: FederationConfig) -> None:
+    def __init__(self, config: FederationConfig, ledger: Ledger | None = None) -> None:
         self.config = config
         self.spec = config.model.spec()
         settings = {k: v for k, v in config.strategy.items() if k != "name"}
         self.strategy: Strategy = make_strategy(config.strategy["name"], **settings)
+        self.charges: RoundCharges | None = None
+        if config.privacy is not None:
+            self.strategy = self._private(self.strategy)
         torch.manual_seed(config.seed)
-        self.model = self.spec.build()
-        self.flat = flat_parameters(self.model)
+        self.flat = flat_parameters(self.spec.build())
         self.round = 0  # the last completed round
         self.eval = load_records(config.eval_data, image_split="test") if config.eval_data else None
         self._lock = threading.Condition()
@@ -82,6 +97,26 @@ class Coordinator:
         self._payload: memoryview | bytes = b""
         config.state.mkdir(parents=True, exist_ok=True)
         self._resume()
+        if config.privacy is not None:
+            if ledger is None:
+                raise UsageError("a run with privacy settings needs the ledger to charge", "Pass the workspace's.")
+            tenant, dataset = config.privacy.budget
+            self.charges = RoundCharges(ledger, tenant, dataset, f"{config.name} ({run_id(config.state)})")
+            if self.round < config.rounds:
+                self.charges.check_plan(self.strategy.event(), config.rounds, self.round + 1)  # type: ignore[attr-defined]
+
+    def _private(self, base: Strategy) -> ClientDP:
+        privacy = self.config.privacy
+        assert privacy is not None
+        rate = self.config.client_rate
+        noise, _ = plan_rounds(
+            privacy.epsilon, privacy.delta, sample_rate=rate, rounds=self.config.rounds, accountant=privacy.accountant
+        )
+        adaptive = None if privacy.adaptive is None else AdaptiveClipping(**privacy.adaptive.model_dump())
+        return ClientDP(
+            noise_multiplier=noise, clip=privacy.clip, clients=privacy.population, sample_rate=rate, base=base,
+            adaptive=adaptive,
+        )  # fmt: skip
 
     # -- checkpoint ---------------------------------------------------------------------------------------------
     @property
@@ -105,16 +140,14 @@ class Coordinator:
         log.info("resumed after round %d", completed)
 
     def _checkpoint(self) -> None:
-        buffer = io.BytesIO()
         state = {
             "name": self.config.name,
             "round": self.round,
             "model": self.flat,
             "strategy": self.strategy.state_dict(),
         }
-        torch.save(state, buffer)
         with atomic_file(self.checkpoint_path) as handle:
-            handle.write(buffer.getvalue())
+            torch.save(state, handle)  # straight to the file: no second copy of a large model in memory
 
     # -- RPC handlers -------------------------------------------------------------------------------------------
     def task(self, message: Message, peer: str) -> Message:
@@ -166,6 +199,8 @@ class Coordinator:
         return sorted(c for c, seen in self._seen.items() if now - seen <= _CONNECTED_SECONDS)
 
     def _sample(self, round_: int, connected: list[str]) -> list[str]:
+        if isinstance(self.strategy, ClientDP):
+            return [connected[i] for i in self.strategy.sample(round_, among=len(connected))]
         rng = np.random.default_rng([self.config.seed, round_])
         count = min(self.config.clients_per_round, len(connected))
         return sorted(rng.choice(connected, size=count, replace=False).tolist())
@@ -193,28 +228,59 @@ class Coordinator:
                 self._lock.wait(min(0.5, max(end - time.monotonic(), 0.01)))
             updates, self._open, self._sampled = dict(self._updates), None, set()
         answered = sorted(updates)
-        if len(answered) < self.config.min_clients:
+        if len(answered) < self.config.min_clients and self.charges is None:
             log.warning("round %d: %d of %d answered, fewer than %d: running it again", round_, len(answered),
                         len(sampled), self.config.min_clients)  # fmt: skip
             return None
-        matrix = torch.stack([updates[c][0] for c in answered])
+        matrix = torch.stack([updates[c][0] for c in answered]) if answered else torch.zeros(0, self.flat.numel())
         weights = torch.tensor([float(updates[c][1]) for c in answered])
+        epsilon = budget_epsilon = None
+        if self.charges is not None:  # charged before the round's model exists, let alone leaves
+            budget_epsilon, epsilon = self._charge(round_)
         self.flat = self.strategy.aggregate(self.flat, matrix, weights).float()
         self.round = round_
         accuracy = self.evaluate()
         self._checkpoint()
-        loss = float(np.average([updates[c][2] for c in answered], weights=weights.numpy()))
-        record = RoundRecord(round_, sampled, answered, accuracy, loss, time.monotonic() - started)
+        loss = float(np.average([updates[c][2] for c in answered], weights=weights.numpy())) if answered else 0.0
+        record = RoundRecord(round_, sampled, answered, accuracy, loss, time.monotonic() - started, epsilon,
+                             budget_epsilon)  # fmt: skip
         with (self.config.state / "metrics.jsonl").open("a") as handle:
             handle.write(json.dumps(record.__dict__) + "\n")
         return record
+
+    def _charge(self, round_: int) -> tuple[float, float]:
+        """Charge ``round_`` to the ledger; the budget's epsilon after it and the run's own so far."""
+        assert self.charges is not None and self.config.privacy is not None and isinstance(self.strategy, ClientDP)
+        event, privacy = self.strategy.event(), self.config.privacy
+        detail = (f"DP-FedAvg, noise multiplier {event.noise_multiplier:.4g}, client rate {event.sample_rate:.4g}, "
+                  f"clip {self.strategy.clip:.4g}")  # fmt: skip
+        budget = self.charges.charge(round_, event, detail)
+        return budget, self.charges.run_epsilon(privacy.delta, privacy.accountant)
+
+    def privacy_summary(self) -> dict[str, object] | None:
+        """The run's client-level DP so far (``None`` without privacy): its epsilon and the ledger's total."""
+        if self.charges is None or self.config.privacy is None or not isinstance(self.strategy, ClientDP):
+            return None
+        privacy, event = self.config.privacy, self.strategy.event()
+        status = self.charges.ledger.status(self.charges.tenant, self.charges.dataset)
+        return {
+            "epsilon": self.charges.run_epsilon(privacy.delta, privacy.accountant),
+            "delta": privacy.delta,
+            "rounds": self.round,
+            "noise_multiplier": event.noise_multiplier,
+            "client_rate": event.sample_rate,
+            "clip": self.strategy.clip,
+            "ledger": privacy.ledger,
+            "budget_epsilon": status.spent.epsilon if status.spent is not None else 0.0,
+        }
 
     def evaluate(self) -> float | None:
         """Test accuracy of the current global model on ``eval_data`` (``None`` without it)."""
         if self.eval is None:
             return None
-        load_flat(self.model, self.flat)
-        return accuracy(self.model, *self.eval)
+        model = self.spec.build()  # built when needed: the server keeps one copy of the weights, the flat vector
+        load_flat(model, self.flat)
+        return accuracy(model, *self.eval)
 
     def run(self, progress: Callable[[RoundRecord], None] | None = None) -> list[RoundRecord]:
         """Run the remaining rounds; then tell polling clients that training is done."""
@@ -237,14 +303,16 @@ def serve(
     config: FederationConfig,
     passphrase: bytes,
     *,
+    ledger: Ledger | None = None,
     progress: Callable[[RoundRecord], None] | None = None,
     on_listen: Callable[[int], None] | None = None,
 ) -> tuple[Coordinator, list[RoundRecord]]:
     """Run the federation of ``config`` to its last round over mutual TLS; returns the coordinator and rounds.
 
-    ``on_listen(port)`` is called once the server listens (useful with port 0, where the OS picks).
+    ``ledger`` is charged each round when the config has privacy settings (required then). ``on_listen(port)`` is
+    called once the server listens (useful with port 0, where the OS picks).
     """
-    coordinator = Coordinator(config)
+    coordinator = Coordinator(config, ledger)
     host, _, port = config.listen.rpartition(":")
     identity = Identity.load(config.party, passphrase)
     handlers = {"Task": coordinator.task, "Submit": coordinator.submit}

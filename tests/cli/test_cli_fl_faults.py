@@ -123,7 +123,7 @@ def test_a_client_of_another_federation_is_refused(federation10: Federation, tmp
     port = _free_port()
     # Three connected clients start a round: two legitimate ones are not enough, so a counted intruder would show.
     config = _config(root, "foreign", port, rounds=3, clients_per_round=3, min_clients=2, min_available=3,
-                     round_deadline=10, eval_data=str(root / "test.csv"))  # fmt: skip
+                     round_deadline=10)  # fmt: skip
     server = _server(root, config, secrets["server"])
     legit = [_legit(root, port, c, secrets) for c in ("c0", "c1")]
     _wait_listening(port)
@@ -182,7 +182,7 @@ def test_a_revoked_client_is_refused(federation10: Federation, tmp_path: Path) -
         assert _finish(proc)["rounds"][-1] == 3
 
 
-ROUNDS, MIN_CLIENTS, KILLED = 5, 6, 3
+ROUNDS, MIN_CLIENTS, KILLED = 4, 6, 3
 
 
 def test_rounds_complete_with_30_percent_of_clients_dropping(federation10: Federation) -> None:
@@ -196,13 +196,12 @@ def test_rounds_complete_with_30_percent_of_clients_dropping(federation10: Feder
     """
     root, secrets = federation10
     port = _free_port()
-    # Local training of hundreds of steps (0.2 s or more): a client killed within milliseconds of a round's
-    # line cannot have answered the next round.
+    # Local training of 440 steps (0.1 s of CPU or more): a client killed within milliseconds of a round's line
+    # cannot have answered the next round.
     config = _config(root, "dropping", port, rounds=ROUNDS, clients_per_round=len(CLIENTS), min_clients=MIN_CLIENTS,
                      min_available=len(CLIENTS) - KILLED, round_deadline=3, wait_for_clients=90,
-                     local={"epochs": 60, "batch_size": 4, "lr": 0.02})  # fmt: skip
+                     local={"epochs": 40, "batch_size": 4, "lr": 0.02})  # fmt: skip
     metrics = root / "dropping" / "metrics.jsonl"
-    T0 = time.monotonic()
     server = _server(root, config, secrets["server"])
     alive = {c: _legit(root, port, c, secrets) for c in CLIENTS}
     rng = random.Random(20261201)
@@ -210,7 +209,6 @@ def test_rounds_complete_with_30_percent_of_clients_dropping(federation10: Feder
     restarted: dict[int, list[str]] = {}  # round r -> the clients restarted right after round r - 1's line
     for done in range(1, ROUNDS):
         lines = _wait_for_line(metrics, done)
-        print("DBG line", done, round(time.monotonic() - T0, 2), lines[-1]["answered"], flush=True)
         assert len(lines) == done, f"round {done + 1} completed before the test could kill its clients"
         victims = sorted(rng.sample(sorted(set(lines[-1]["answered"]) & set(alive)), KILLED))
         dead = [alive.pop(party) for party in victims]
@@ -224,9 +222,7 @@ def test_rounds_complete_with_30_percent_of_clients_dropping(federation10: Feder
         for proc in dead:
             proc.wait()
 
-    out, err = server.communicate(timeout=180)
-    print("DBG end", round(time.monotonic() - T0, 2), err, flush=True)
-    result = json.loads(out)
+    result = _finish(server, timeout=180)
     lines = _lines(metrics)
     assert [line["round"] for line in lines] == list(range(1, ROUNDS + 1)), lines
     assert result["ran"] == list(range(1, ROUNDS + 1)) and result["accuracy"] > 0.85

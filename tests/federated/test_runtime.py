@@ -207,3 +207,19 @@ def test_a_private_run_the_budget_cannot_afford_never_starts(
     with pytest.raises(UsageError, match="replaces the average, which client-level DP needs"):
         Coordinator(_config(federation, tmp_path / "s2", clients_per_round=2, privacy=PRIVACY,
                             strategy={"name": "median"}), ledger)  # fmt: skip
+
+
+@pytest.mark.parametrize("strategy", [{"name": "fedavg"}, {"name": "median", "norm_bound": 0.5}], ids=str)
+def test_updates_kept_on_disk_aggregate_to_the_same_model(
+    federation: Provisioned, shares: dict, tmp_path: Path, strategy: dict
+) -> None:
+    def run(state: str, **changes: object) -> Coordinator:
+        config = _config(federation, tmp_path / state, rounds=2, min_available=3, strategy=strategy, **changes)
+        return _run(federation, config, shares, CLIENTS)[0]
+
+    in_memory = run("memory")
+    on_disk = run("disk", spool_over_mb=1e-4)  # every 248-byte update goes to a file and is aggregated by blocks
+    assert torch.allclose(on_disk.flat, in_memory.flat, atol=1e-6)
+    assert list((tmp_path / "disk" / "spool").iterdir()) == []
+    with pytest.raises(UsageError, match="needs every whole update in memory"):
+        Coordinator(_config(federation, tmp_path / "krum", strategy={"name": "krum"}, spool_over_mb=1e-4))

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privet.errors import FormatError
-from privet.net.frames import CHUNK, SCHEMA_VERSION, Message, decode, encode
+from privet.net.frames import CHUNK, SCHEMA_VERSION, Message, Spooled, decode, encode
 
 
 @given(st.binary(max_size=3 * CHUNK // 1000), st.booleans(), st.dictionaries(st.text(max_size=5), st.integers()))
@@ -56,3 +56,22 @@ GOOD = {"kind": "x", "header": {}, "size": 4, "compression": None}
 def test_malformed_messages_are_refused(frames: list[bytes], match: str) -> None:
     with pytest.raises(FormatError, match=match):
         decode(frames, max_size=10**6)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_large_payload_can_be_spooled_to_an_unnamed_file(tmp_path, compress: bool) -> None:
+    payload = os.urandom(3 * CHUNK + 123)
+    message = decode(encode(Message("update", {}, payload), compress=compress), max_size=1 << 30, spool=tmp_path,
+                     spool_over=CHUNK)  # fmt: skip
+    assert isinstance(message.payload, Spooled) and message.payload.nbytes == len(payload)
+    assert list(tmp_path.iterdir()) == []  # unnamed: nothing to clean up, even after a crash
+    assert message.payload.read(0, len(payload)) == payload
+    assert message.payload.read(CHUNK - 5, 10) == payload[CHUNK - 5 : CHUNK + 5]
+    with pytest.raises(FormatError, match="outside"):
+        message.payload.read(len(payload) - 1, 2)
+    message.payload.close()
+    small = decode(encode(Message("update", {}, b"abc")), max_size=10, spool=tmp_path, spool_over=CHUNK)
+    assert small.payload == bytearray(b"abc")
+    frames = list(encode(Message("update", {}, payload)))
+    with pytest.raises(FormatError, match="ended after"):
+        decode(frames[:-1], max_size=1 << 30, spool=tmp_path, spool_over=CHUNK)

@@ -17,6 +17,7 @@ Example::
     local: {epochs: 1, batch_size: 32, lr: 0.1}
     strategy: {name: fedavg}       # or {name: fedadam, server_lr: 0.01}, {name: krum, byzantine: 1}, ...
     eval_data: data/test.csv       # optional: server-side test accuracy after each round
+    spool_over_mb: 64              # updates larger than this wait on disk, not in server memory
     privacy:                       # optional: client-level DP (DP-FedAvg), every round charged to the ledger
       epsilon: 3.0                 # (epsilon, delta) of the whole run, over all rounds
       delta: 1.0e-5
@@ -111,6 +112,7 @@ class FederationConfig(_Strict):
     strategy: dict[str, Any] = Field(default_factory=lambda: {"name": "fedavg"})
     eval_data: Path | None = None
     compress: bool = False
+    spool_over_mb: float = Field(64.0, gt=0)  # updates larger than this wait on disk, not in server memory
     privacy: PrivacyConfig | None = None
 
     @model_validator(mode="after")

@@ -22,7 +22,7 @@ from privet.dp.tensor_noise import NoiseSource
 from privet.errors import UsageError
 from privet.models.reference import ModelSpec
 
-__all__ = ["LocalResult", "LocalSettings", "flat_parameters", "load_flat", "train_locally"]
+__all__ = ["LocalResult", "LocalSettings", "flat_parameters", "initial_parameters", "load_flat", "train_locally"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,32 @@ class LocalResult:
 def flat_parameters(model: nn.Module) -> Tensor:
     """All parameters in ``model.parameters()`` order, as one float32 vector (a copy)."""
     return torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])
+
+
+def initial_parameters(spec: ModelSpec) -> Tensor:
+    """A freshly initialised model of ``spec`` as one flat float32 vector, equal to
+    ``flat_parameters(spec.build())`` from the same torch seed, without ever holding two copies of the weights.
+
+    The model is built on the meta device (no memory), every parameter becomes a view of one vector, and each
+    module's ``reset_parameters`` initialises its views in place, in construction order as ``build`` would: a
+    server starting a 3 GB model needs 3 GB, not 6.
+    """
+    with torch.device("meta"):
+        model = spec.build()
+    modules = [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
+    if not all(hasattr(m, "reset_parameters") for m in modules):
+        return flat_parameters(spec.build())  # a layer that cannot initialise in place: the plain way
+    flat = torch.empty(sum(p.numel() for p in model.parameters()))
+    offset = 0
+    for module in modules:
+        for name, parameter in list(module.named_parameters(recurse=False)):
+            view = flat[offset : offset + parameter.numel()].view(parameter.shape)
+            setattr(module, name, nn.Parameter(view, requires_grad=False))
+            offset += parameter.numel()
+    with torch.no_grad():
+        for module in modules:
+            module.reset_parameters()
+    return flat
 
 
 def load_flat(model: nn.Module, flat: Tensor) -> None:

@@ -93,6 +93,7 @@ class ClientDP(Strategy):
     """
 
     name = "dp_fedavg"
+    coordinatewise = False  # one clipping, noise draw and clip adaptation per round
 
     def __init__(
         self,

@@ -24,12 +24,20 @@ each round is charged before its model leaves the server (:mod:`privet.federated
 released, however few clients answered: running a round again until enough answer would bias the sample the
 accounting assumes. Metrics report the run's epsilon so far and the budget's total. A DP run's noise is not
 seeded, so it does not replay bit for bit.
+
+Large models: the server holds one copy of the weights. Updates larger than ``spool_over_mb`` arrive, frame by
+frame, in unnamed temporary files under ``state/spool`` (never whole in memory); each is checked (finite, its
+norm) as it lands, and the round is aggregated block by block of coordinates, the model updated in place. That
+needs a strategy that treats coordinates independently (FedAvg, FedProx, median, trimmed mean, with or without
+norm bounds); others are refused for such models before the run starts. A 3 GB model thus needs about 3 GB of
+server memory, whatever the number of clients.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import pickle
 import threading
 import time
@@ -45,18 +53,19 @@ from privet.dp.ledger import Ledger
 from privet.errors import FormatError, UsageError
 from privet.federated.budget import RoundCharges, run_id
 from privet.federated.config import FederationConfig
-from privet.federated.local import flat_parameters, load_flat
+from privet.federated.local import initial_parameters, load_flat
 from privet.federated.privacy import AdaptiveClipping, ClientDP, plan_rounds
 from privet.federated.records import load_records
 from privet.federated.strategies import Strategy, make_strategy
 from privet.files import atomic_file
 from privet.models.training import accuracy
-from privet.net.frames import Message
+from privet.net.frames import Message, Spooled
 from privet.net.rpc import Identity, Server
 
 __all__ = ["Coordinator", "RoundRecord", "serve"]
 
 log = logging.getLogger(__name__)
+_BLOCK_BYTES = 256 << 20  # the rows of one block of coordinates, over all updates, when aggregating from files
 POLL_SECONDS = 2.0  # how long a Task call waits for work before telling the client to ask again
 _CONNECTED_SECONDS = 3 * POLL_SECONDS  # a client that has not polled for this long is not counted
 
@@ -85,17 +94,25 @@ class Coordinator:
         if config.privacy is not None:
             self.strategy = self._private(self.strategy)
         torch.manual_seed(config.seed)
-        self.flat = flat_parameters(self.spec.build())
+        self.flat = initial_parameters(self.spec)
         self.round = 0  # the last completed round
         self.eval = load_records(config.eval_data, image_split="test") if config.eval_data else None
         self._lock = threading.Condition()
         self._seen: dict[str, float] = {}
         self._open: int | None = None
         self._sampled: set[str] = set()
-        self._updates: dict[str, tuple[Tensor, int, float]] = {}
+        self._updates: dict[str, tuple[Tensor | Spooled, int, float, float]] = {}  # update, examples, loss, norm
         self._done = False
         self._payload: memoryview | bytes = b""
         config.state.mkdir(parents=True, exist_ok=True)
+        self.spool = config.state / "spool"
+        self.spool.mkdir(exist_ok=True)
+        if 4 * self.flat.numel() > self.spool_over and not self.strategy.coordinatewise:
+            raise UsageError(
+                f"a model of {4 * self.flat.numel() / 2**20:.0f} MiB is aggregated block by block from updates kept "
+                f"on disk, and {self.strategy.name} needs every whole update in memory",
+                "Use fedavg, fedprox, median or trimmed_mean, or raise spool_over_mb if the server has the memory.",
+            )
         self._resume()
         if config.privacy is not None:
             if ledger is None:
@@ -117,6 +134,10 @@ class Coordinator:
             noise_multiplier=noise, clip=privacy.clip, clients=privacy.population, sample_rate=rate, base=base,
             adaptive=adaptive,
         )  # fmt: skip
+
+    @property
+    def spool_over(self) -> int:
+        return int(self.config.spool_over_mb * 2**20)
 
     # -- checkpoint ---------------------------------------------------------------------------------------------
     @property
@@ -175,21 +196,37 @@ class Coordinator:
                 self._seen[peer] = time.monotonic()
 
     def submit(self, message: Message, peer: str) -> Message:
-        header = message.header
+        payload = message.payload
+        try:
+            return self._accept(message, peer)
+        finally:
+            with self._lock:
+                kept = any(entry[0] is payload for entry in self._updates.values())
+            if isinstance(payload, Spooled) and not kept:
+                payload.close()
+
+    def _accept(self, message: Message, peer: str) -> Message:
+        header, payload = message.header, message.payload
+        size = payload.nbytes if isinstance(payload, Spooled) else len(payload)
+        if size != 4 * self.flat.numel():
+            raise UsageError(f"the update of {peer} does not fit the model")
+        examples = int(header.get("examples", 0))
+        if examples < 1:
+            raise UsageError(f"the update of {peer} claims no training examples")
+        if isinstance(payload, Spooled):
+            update: Tensor | Spooled = payload
+            finite, norm = _scan(payload)
+        else:
+            update = torch.frombuffer(payload, dtype=torch.float32)  # decode() gave a fresh bytearray: no copy
+            finite, norm = bool(torch.isfinite(update).all()), float(torch.linalg.vector_norm(update))
+        if not finite:
+            raise UsageError(f"the update of {peer} is not finite")
         with self._lock:
             if header.get("round") != self._open or peer not in self._sampled:
                 raise UsageError(f"round {header.get('round')} is not open for {peer}: the update is too late")
             if peer in self._updates:
                 raise UsageError(f"{peer} already answered round {self._open}")
-            if len(message.payload) != 4 * self.flat.numel():
-                raise UsageError(f"the update of {peer} does not fit the model")
-            update = torch.frombuffer(message.payload, dtype=torch.float32)  # decode() gave a fresh bytearray: no copy
-            if not torch.isfinite(update).all():
-                raise UsageError(f"the update of {peer} does not fit the model or is not finite")
-            examples = int(header.get("examples", 0))
-            if examples < 1:
-                raise UsageError(f"the update of {peer} claims no training examples")
-            self._updates[peer] = (update, examples, float(header.get("loss", 0.0)))
+            self._updates[peer] = (update, examples, float(header.get("loss", 0.0)), norm)
             self._lock.notify_all()
         return Message("ack", {"round": header["round"]})
 
@@ -231,13 +268,24 @@ class Coordinator:
         if len(answered) < self.config.min_clients and self.charges is None:
             log.warning("round %d: %d of %d answered, fewer than %d: running it again", round_, len(answered),
                         len(sampled), self.config.min_clients)  # fmt: skip
+            for update in updates.values():
+                if isinstance(update[0], Spooled):
+                    update[0].close()
             return None
-        matrix = torch.stack([updates[c][0] for c in answered]) if answered else torch.zeros(0, self.flat.numel())
         weights = torch.tensor([float(updates[c][1]) for c in answered])
         epsilon = budget_epsilon = None
         if self.charges is not None:  # charged before the round's model exists, let alone leaves
             budget_epsilon, epsilon = self._charge(round_)
-        self.flat = self.strategy.aggregate(self.flat, matrix, weights).float()
+        rows = [updates[c][0] for c in answered]
+        if any(isinstance(r, Spooled) for r in rows):
+            try:
+                self._aggregate_in_blocks(rows, weights, torch.tensor([updates[c][3] for c in answered]))  # type: ignore[arg-type]
+            finally:
+                for row in rows:
+                    row.close()  # type: ignore[union-attr]
+        else:
+            matrix = torch.stack(rows) if rows else torch.zeros(0, self.flat.numel())  # type: ignore[arg-type]
+            self.flat = self.strategy.aggregate(self.flat, matrix, weights).float()
         self.round = round_
         accuracy = self.evaluate()
         self._checkpoint()
@@ -247,6 +295,23 @@ class Coordinator:
         with (self.config.state / "metrics.jsonl").open("a") as handle:
             handle.write(json.dumps(record.__dict__) + "\n")
         return record
+
+    def _aggregate_in_blocks(self, rows: list[Spooled], weights: Tensor, norms: Tensor) -> None:
+        """The round's aggregate from spooled updates, a block of coordinates at a time, into ``self.flat``.
+
+        In place: the round is closed, so nothing sends this model any more, and a copy would double the memory.
+        """
+        scale = torch.ones(len(rows))
+        if self.strategy.norm_bound is not None:
+            scale = (self.strategy.norm_bound / norms.clamp_min(1e-12)).clamp(max=1.0)
+        step = max(1 << 16, _BLOCK_BYTES // (4 * len(rows)))
+        for start in range(0, self.flat.numel(), step):
+            stop = min(start + step, self.flat.numel())
+            block = torch.stack([
+                torch.frombuffer(row.read(4 * start, 4 * (stop - start)), dtype=torch.float32) for row in rows
+            ]) * scale[:, None]  # fmt: skip
+            current = self.flat[start:stop]
+            current.copy_(self.strategy.apply(current, self.strategy.combine(block, weights)))
 
     def _charge(self, round_: int) -> tuple[float, float]:
         """Charge ``round_`` to the ledger; the budget's epsilon after it and the run's own so far."""
@@ -316,10 +381,24 @@ def serve(
     host, _, port = config.listen.rpartition(":")
     identity = Identity.load(config.party, passphrase)
     handlers = {"Task": coordinator.task, "Submit": coordinator.submit}
-    server = Server(identity, handlers, host=host or "127.0.0.1", port=int(port))
+    server = Server(
+        identity, handlers, host=host or "127.0.0.1", port=int(port), spool=coordinator.spool,
+        spool_over=coordinator.spool_over,
+    )  # fmt: skip
     with server:
         if on_listen is not None:
             on_listen(server.port)
         records = coordinator.run(progress)
         time.sleep(POLL_SECONDS)  # let polling clients hear that training is done
     return coordinator, records
+
+
+def _scan(payload: Spooled, block: int = 64 << 20) -> tuple[bool, float]:
+    """Whether a spooled update is finite, and its L2 norm, reading it back a block at a time."""
+    total = 0.0
+    for start in range(0, payload.nbytes, block):
+        values = torch.frombuffer(payload.read(start, min(block, payload.nbytes - start)), dtype=torch.float32)
+        if not torch.isfinite(values).all():
+            return False, math.inf
+        total += float(torch.linalg.vector_norm(values, dtype=torch.float64)) ** 2
+    return True, math.sqrt(total)

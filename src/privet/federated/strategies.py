@@ -63,6 +63,9 @@ class Strategy:
     """
 
     name: ClassVar[str] = "fedavg"
+    # Combine and apply treat each coordinate on its own (norm bounds aside, which need only each update's norm),
+    # so a server may aggregate a model too large to hold every update in memory, block by block.
+    coordinatewise: ClassVar[bool] = True
 
     def __init__(self, *, server_lr: float = 1.0, norm_bound: float | None = None) -> None:
         self.server_lr = _positive("server_lr", server_lr)
@@ -127,6 +130,7 @@ class _Stateful(Strategy):
     """A strategy whose server optimiser keeps tensors between rounds."""
 
     _state_names: ClassVar[tuple[str, ...]] = ()
+    coordinatewise = False  # state tensors as large as the model
 
     def state_dict(self) -> dict[str, Any]:
         return {k: None if getattr(self, k) is None else getattr(self, k).clone() for k in self._state_names}
@@ -246,6 +250,7 @@ class Krum(Strategy):
     """The one update closest to its ``n - byzantine - 2`` nearest neighbours."""
 
     name = "krum"
+    coordinatewise = False  # distances between whole updates
 
     def __init__(self, *, byzantine: int = 1, server_lr: float = 1.0, norm_bound: float | None = None) -> None:
         super().__init__(server_lr=server_lr, norm_bound=norm_bound)

@@ -74,7 +74,11 @@ _OPTIONS = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_permit_without_
 
 
 class Server:
-    """Serve ``handlers`` (method name -> handler) on ``host:port`` (port 0: the OS picks; see :attr:`port`)."""
+    """Serve ``handlers`` (method name -> handler) on ``host:port`` (port 0: the OS picks; see :attr:`port`).
+
+    With ``spool``, request payloads over ``spool_over`` bytes reach handlers as files there
+    (:class:`~privet.net.frames.Spooled`), not in memory.
+    """
 
     def __init__(
         self,
@@ -85,6 +89,8 @@ class Server:
         port: int = 0,
         workers: int = 16,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        spool: Path | None = None,
+        spool_over: int = 64 << 20,
     ) -> None:
         if identity.crl_pem is None:
             raise UsageError("a server needs the federation's revocation list (crl.pem)", "Re-run provisioning.")
@@ -93,6 +99,7 @@ class Server:
         self._crl_lock = threading.Lock()
         self._crl = identity.crl_pem
         self._max_payload = max_payload
+        self._spool, self._spool_over = spool, spool_over
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=_OPTIONS)
         methods = {
             name: grpc.stream_stream_rpc_method_handler(self._wrap(handler)) for name, handler in handlers.items()
@@ -131,7 +138,7 @@ class Server:
         def call(frames: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
             peer = self._peer(context)
             try:
-                request = decode(frames, max_size=self._max_payload)
+                request = decode(frames, max_size=self._max_payload, spool=self._spool, spool_over=self._spool_over)
                 response = handler(request, peer)
             except PrivetError as exc:
                 code = grpc.StatusCode.INVALID_ARGUMENT if isinstance(exc, FormatError) else grpc.StatusCode.ABORTED

@@ -163,6 +163,31 @@ def test_a_killed_client_is_left_out_and_the_run_completes(federation: tuple[Pat
         _finish(clients[party])
 
 
+def test_a_private_run_charges_the_workspace_ledger(federation: tuple[Path, dict[str, str]]) -> None:
+    root, secrets = federation
+    home = root / "dp-home"
+    run(home, "ledger", "create", "--tenant", "hospitals", "--dataset", "patients", "--epsilon", "5", "--delta",
+        "1e-5", "--json")  # fmt: skip
+    port = _free_port()
+    privacy = {"epsilon": 4.0, "delta": 1e-5, "clip": 1.0, "population": 3, "sample_rate": 0.9,
+               "ledger": "hospitals/patients"}  # fmt: skip
+    config = _config(root, "private", port, rounds=3, privacy=privacy)
+    server = _spawn([PRIVET, "--quiet", "fl", "server", "--config", str(config), "--json"],
+                    _env(home, secrets["server"]))  # fmt: skip
+    clients = [_client(root, port, c, secrets) for c in CLIENTS]
+    result = _finish(server)
+    for c in clients:
+        _finish(c)
+    summary = result["privacy"]
+    assert result["rounds"] == 3 and summary["rounds"] == 3 and 0 < summary["epsilon"] <= 4.0
+    assert summary["budget_epsilon"] == pytest.approx(summary["epsilon"])
+    history = json.loads(run(home, "ledger", "history", "--tenant", "hospitals", "--dataset", "patients",
+                             "--json").stdout)  # fmt: skip
+    assert len(history["charges"]) == 3
+    lines = [json.loads(line) for line in (root / "private" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["round"] for line in lines] == [1, 2, 3] and lines[-1]["epsilon"] == pytest.approx(summary["epsilon"])
+
+
 def test_a_client_with_a_wrong_passphrase_is_refused(federation: tuple[Path, dict[str, str]]) -> None:
     root, _ = federation
     wrong = subprocess.run(

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 
-from privet.errors import UsageError
 from privet.federated.local import LocalSettings, train_locally
 from privet.models.reference import ModelSpec
 from privet.net.frames import Message
@@ -32,7 +31,7 @@ class ClientReport:
 
 
 def _fatal(error: RemoteError) -> bool:
-    return "PERMISSION_DENIED" in error.message or "UNAUTHENTICATED" in error.message
+    return any(code in error.message for code in ("PERMISSION_DENIED", "UNAUTHENTICATED", "UNTRUSTED_SERVER"))
 
 
 def run_client(
@@ -61,7 +60,7 @@ def run_client(
                 update = Message(
                     "update",
                     {"round": header["round"], "examples": result.examples, "loss": result.loss},
-                    result.update.float().numpy().tobytes(),
+                    memoryview(result.update.float().numpy()),  # sent from the tensor's memory, no copy
                 )
                 client.call("Submit", update, timeout=float(header.get("deadline", 60)) + 30)
                 done.append(int(header["round"]))
@@ -73,6 +72,9 @@ def run_client(
                     continue
                 failing_since = failing_since or time.monotonic()
                 if time.monotonic() - failing_since > give_up:
-                    raise UsageError(f"the server at {address} has not answered for {give_up:g} s") from None
+                    raise RemoteError(
+                        f"the server at {address} has not answered for {give_up:g} s (last: {exc.message})",
+                        "Check the address, that the server runs, and that this party belongs to its federation.",
+                    ) from None
                 time.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)

@@ -14,13 +14,16 @@ service, ``privet.v1.Party``: no generated code, and the message schema version 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
+# gRPC's core logs every failed TLS handshake to stderr on its own; privet reports failures itself, in one line.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+import grpc  # after the verbosity is set: gRPC reads it when it loads
 
 from privet.crypto import pki
 from privet.errors import FormatError, PrivetError, UsageError
@@ -182,6 +185,12 @@ class Client:
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             detail = exc.details() if hasattr(exc, "details") else str(exc)
+            if "CERTIFICATE_VERIFY_FAILED" in (detail or ""):
+                raise RemoteError(
+                    f"{method} on {self.address} failed: UNTRUSTED_SERVER: its certificate was not issued by this "
+                    "party's federation CA",
+                    "Use this federation's server address, or the party folder of the server's federation.",
+                ) from None
             raise RemoteError(
                 f"{method} on {self.address} failed: {getattr(code, 'name', 'UNKNOWN')}: {detail}",
                 "Check the server address, this party's certificate and the network.",

@@ -11,8 +11,11 @@ test accuracy is computed afterwards by this script, outside every timing, as a 
 
 - privet: ``privet.federated.simulation.simulate(ModelSpec("mlp", 784, 10, 200), x, y, make_strategy("fedavg"),
   clients=, per_round=, rounds=, scheme="iid", settings=LocalSettings(1, 10, 0.1), seed=0, executor="ray")`` in
-  a child process of this script (``--worker``), with privet's own MNIST loader; a round is timed from the
-  ``progress`` callback (its end, minus the round's ``seconds``: sampling, training, aggregation).
+  a child process of this script (``--worker``), with privet's own MNIST loader (8-bit pixels, which each client
+  scales to the same floats); a round is timed from the ``progress`` callback (its end, minus the round's
+  ``seconds``: sampling, training, aggregation). privet runs a round as one Ray task per CPU, each training its
+  share of the sampled clients in turn and, FedAvg only averaging, returning their example-weighted sum: the
+  same model as summing on the driver (to float rounding), one vector per task instead of one per client.
 - Flower 1.41: ``benchmarks/fl_sim_flower.py`` (see its docstring) in a child process run by the Flower virtual
   environment's python: a ClientApp of legacy ``NumPyClient``s training the same MLP with the same loop, a
   ServerApp with ``flwr.server.strategy.FedAvg(fraction_fit=0.1, fraction_evaluate=0)``,

@@ -33,6 +33,7 @@ from torch import Tensor
 from privet.data.images import scaled
 from privet.data.partition import partition
 from privet.errors import UsageError
+from privet.federated import aggregate
 from privet.federated.local import LocalResult, LocalSettings, flat_parameters, load_flat, train_locally
 from privet.federated.strategies import Strategy
 from privet.models.reference import ModelSpec
@@ -96,7 +97,25 @@ def _train_share(
     return train_locally(spec, flat, x, y, settings, config, seed=seed, round_=round_, client=str(client))
 
 
-def _train_batch(
+@dataclass
+class _Outcomes:
+    """A round's (or a task's) results: row ``i`` of ``updates`` for its ``i``-th client or, when the strategy
+    only averages, the one row ``sum_i examples_i * update_i``."""
+
+    updates: np.ndarray  # [clients or 1, parameters], float32
+    examples: list[int]
+    losses: list[float]
+
+    def add(self, other: _Outcomes, row: int) -> None:
+        if len(self.updates) == 1:
+            self.updates += other.updates
+        else:
+            self.updates[row : row + len(other.examples)] = other.updates
+        self.examples += other.examples
+        self.losses += other.losses
+
+
+def _train_rows(
     spec: ModelSpec,
     flat: Tensor,
     data: tuple[np.ndarray, np.ndarray],
@@ -105,15 +124,41 @@ def _train_batch(
     config: dict[str, Any],
     seed: int,
     round_: int,
-) -> list[LocalResult]:
-    """One Ray task: the clients of ``batch`` (client, rows) one after another, as the serial executor would."""
+    summed: Summing | None = None,
+) -> _Outcomes:
+    """The clients of ``batch`` (client, rows) one after another: each update a row of one matrix or, with
+    ``summed``, norm-bounded and added into one weighted sum (what an averaging strategy's combine needs)."""
+    rows_out = 1 if summed is not None else len(batch)
+    outcomes = _Outcomes(np.zeros((rows_out, flat.numel()), dtype=np.float32), [], [])
+    for i, (client, rows) in enumerate(batch):
+        result = _train_share(spec, flat, data, rows, settings, config, seed, round_, client)
+        if summed is None:
+            outcomes.updates[i] = result.update.numpy()
+        else:
+            update = result.update
+            if summed.norm_bound is not None:
+                update = aggregate.clip_norms(update[None], summed.norm_bound)[0]
+            outcomes.updates[0] += result.examples * update.numpy()
+        outcomes.examples.append(result.examples)
+        outcomes.losses.append(result.loss)
+    return outcomes
+
+
+@dataclass(frozen=True)
+class Summing:
+    """Clients' updates are summed where they are trained (weighted by examples, each norm-bounded first)."""
+
+    norm_bound: float | None
+
+
+def _train_on_worker(*args: Any) -> _Outcomes:
     # One task per CPU: more torch threads would only compete with the other tasks.
     # Ray resolves the object references passed as arguments before the task runs.
     torch.set_num_threads(1)
-    return [_train_share(spec, flat, data, rows, settings, config, seed, round_, c) for c, rows in batch]
+    return _train_rows(*args)
 
 
-Executor = Callable[[list[int], Tensor, int, dict[str, Any]], list[LocalResult]]
+Executor = Callable[[list[int], Tensor, int, dict[str, Any], Summing | None], _Outcomes]
 
 
 def _serial(
@@ -123,8 +168,9 @@ def _serial(
     settings: LocalSettings,
     seed: int,
 ) -> Executor:
-    def run(clients: list[int], flat: Tensor, round_: int, config: dict[str, Any]) -> list[LocalResult]:
-        return [_train_share(spec, flat, data, shares[c], settings, config, seed, round_, c) for c in clients]
+    def run(clients: list[int], flat: Tensor, round_: int, config: dict[str, Any], summed: Summing | None) -> _Outcomes:
+        batch = [(c, shares[c]) for c in clients]
+        return _train_rows(spec, flat, data, batch, settings, config, seed, round_, summed)
 
     return run
 
@@ -146,18 +192,28 @@ def _ray(
     # Once, as numpy arrays: every task maps the same copy in the object store without deserialising it
     # (torch tensors would be copied whole into every task) and copies out only its client's rows.
     stored = ray.put(data)
-    remote = ray.remote(num_cpus=1)(_train_batch)
+    remote = ray.remote(num_cpus=1)(_train_on_worker)
     # A round's clients go out as one task per CPU, each training its share of them in turn: a task per client
     # would pay Ray's scheduling and the model's transfer a hundred times a round for a few milliseconds of work.
     slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
 
-    def run(clients: list[int], flat: Tensor, round_: int, config: dict[str, Any]) -> list[LocalResult]:
+    def run(clients: list[int], flat: Tensor, round_: int, config: dict[str, Any], summed: Summing | None) -> _Outcomes:
         model = ray.put(flat)
-        batches = [
-            [(int(c), shares[c]) for c in part] for part in np.array_split(np.asarray(clients), slots) if len(part)
+        parts = [part for part in np.array_split(np.asarray(clients), slots) if len(part)]
+        futures = [
+            remote.remote(
+                spec, model, stored, [(int(c), shares[c]) for c in part], settings, config, seed, round_, summed
+            )
+            for part in parts
         ]
-        futures = [remote.remote(spec, model, stored, b, settings, config, seed, round_) for b in batches]
-        return [result for results in ray.get(futures) for result in results]
+        # Each task's result is read in place from the object store and added into the round's, then released.
+        rows_out = 1 if summed is not None else len(clients)
+        outcomes, row = _Outcomes(np.zeros((rows_out, flat.numel()), dtype=np.float32), [], []), 0
+        while futures:
+            part = ray.get(futures.pop(0))
+            outcomes.add(part, row)
+            row += len(part.examples)
+        return outcomes
 
     return run
 
@@ -196,21 +252,30 @@ def simulate(
         run = _ray(spec, data, shares, settings, seed, address)
     else:
         raise UsageError(f"executor {executor!r} is not serial or ray")
+    # A strategy that only averages (FedAvg's combine: FedAvg, FedProx, FedAvgM, FedAdam, ...) needs the weighted
+    # sum of the updates, not the updates: executors add them up where they train them, and a round moves one
+    # vector per task instead of one per client. Attacks replace single updates, so they keep every row.
+    averages = type(strategy).combine is Strategy.combine and attack is None
+    summed = Summing(strategy.norm_bound) if averages else None
     result = SimulationResult(flat, startup_seconds=time.perf_counter() - started)
     for round_ in range(1, rounds + 1):
         began = time.perf_counter()
         sampled = sorted(np.random.default_rng([seed, round_]).choice(clients, per_round, replace=False).tolist())
-        outcomes = run(sampled, flat, round_, strategy.client_config())
-        updates = torch.stack([
-            o.update if attack is None else attack.apply(c, o.update) for c, o in zip(sampled, outcomes, strict=True)
-        ])  # fmt: skip
-        weights = torch.tensor([float(o.examples) for o in outcomes])
-        flat = strategy.aggregate(flat, updates, weights).float()
+        outcomes = run(sampled, flat, round_, strategy.client_config(), summed)
+        weights = torch.tensor([float(e) for e in outcomes.examples])
+        if summed is not None:  # the weighted mean from the executors' weighted sums: FedAvg's combine
+            flat = strategy.apply(flat, torch.from_numpy(outcomes.updates[0]) / weights.sum()).float()
+        else:
+            updates = torch.from_numpy(outcomes.updates)
+            if attack is not None:
+                for i, client in enumerate(sampled):
+                    updates[i] = attack.apply(client, updates[i])
+            flat = strategy.aggregate(flat, updates, weights).float()
         accuracy = None
         if test is not None:
             load_flat(model, flat)
             accuracy = test_accuracy(model, *test)
-        loss = float(np.average([o.loss for o in outcomes], weights=weights.numpy()))
+        loss = float(np.average(outcomes.losses, weights=weights.numpy()))
         record = SimulationRound(round_, sampled, accuracy, loss, time.perf_counter() - began)
         result.rounds.append(record)
         result.model = flat

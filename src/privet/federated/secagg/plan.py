@@ -86,7 +86,8 @@ def plan(
             return dataclasses.replace(wanted, degree=k, threshold=t)
     raise UsageError(
         f"no neighbourhood of {clients} clients survives a dropout rate of {dropout} with 2^-{correctness} failure "
-        f"and 2^-{security} security against a corrupt fraction of {corrupt} (or {colluding} colluding clients)",
+        f"and {f'{colluding} colluding clients' if colluding is not None else f'2^-{security} security'}"
+        f"{'' if colluding is not None else f' against a corrupt fraction of {corrupt}'}",
         "Expect fewer dropouts, assume fewer corrupt clients, or run rounds with more clients.",
     )
 

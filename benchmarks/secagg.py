@@ -146,7 +146,8 @@ def flower_rows(quick: bool) -> tuple[list[dict[str, Any]], str | None]:
 
 
 def _key(row: dict[str, Any]) -> tuple[int, float, bool]:
-    return int(row["clients"]), round(float(row["dropout"]), 3), bool(row["full"])
+    full = row["full"] if "full" in row else row.get("mode") == "secagg"  # Flower's rows name the mode
+    return int(row["clients"]), round(float(row["dropout"]), 3), bool(full)
 
 
 def main() -> int:

@@ -18,6 +18,7 @@ from privet.federated.budget import RoundCharges
 from privet.federated.client import run_client
 from privet.federated.config import FederationConfig, load_config
 from privet.federated.provision import Provisioned, provision
+from privet.federated.secagg.runtime import ClientSession
 from privet.federated.server import Coordinator, serve
 from privet.net.frames import Message
 from privet.net.rpc import Client, Identity
@@ -223,3 +224,45 @@ def test_updates_kept_on_disk_aggregate_to_the_same_model(
     assert list((tmp_path / "disk" / "spool").iterdir()) == []
     with pytest.raises(UsageError, match="needs every whole update in memory"):
         Coordinator(_config(federation, tmp_path / "krum", strategy={"name": "krum"}, spool_over_mb=1e-4))
+
+
+SECURE_CLIENTS = ["a", "b", "c", "d", "vanishes"]
+
+
+def test_secure_rounds_learn_like_plain_ones_and_survive_a_client_lost_after_sharing(tmp_path: Path) -> None:
+    fed = provision(tmp_path / "fed", "secure", SECURE_CLIENTS)
+    data = breast_cancer(seed=0)
+    parts = torch.arange(len(data.x_train)).tensor_split(4)
+    shares = {c: (data.x_train[p], data.y_train[p]) for c, p in zip(SECURE_CLIENTS[:4], parts, strict=True)}
+    eval_file = tmp_path / "test.csv"
+    import pandas as pd
+
+    frame = {f"f{i}": data.x_test[:, i].numpy() for i in range(30)}
+    pd.DataFrame({**frame, "label": data.y_test.numpy()}).to_csv(eval_file, index=False)
+
+    def keys_shares_then_gone(address: str) -> None:
+        """Shares its keys in round 1, then never answers again (a client that hangs): it still polls, so it
+        keeps being sampled and every later stage proceeds without it at its deadline."""
+        session, shared = ClientSession(), False
+        with Client(address, _identity(fed, "vanishes")) as client:
+            while (reply := client.call("Task", Message("poll"), timeout=30)).kind != "done":
+                if not shared and reply.kind in ("secagg-keys", "secagg-share"):
+                    client.call("Submit", session.answer(reply), timeout=30)
+                    shared = reply.kind == "secagg-share"
+
+    def settings(state: str, **changes: object) -> FederationConfig:
+        defaults = {"rounds": 3, "clients_per_round": 5, "min_clients": 3, "min_available": 5, "round_deadline": 8,
+                    "eval_data": eval_file}  # fmt: skip
+        return _config(fed, tmp_path / state, **{**defaults, **changes})
+
+    secure = {"clip": 10.0, "colluding": 1, "dropout": 0.2, "stage_deadline": 3}
+    _, records = _run(fed, settings("secure", secure_aggregation=secure), shares, SECURE_CLIENTS[:4],
+                                extra=keys_shares_then_gone)  # fmt: skip
+    assert [r.round for r in records] == [1, 2, 3]
+    assert all(r.answered == ["a", "b", "c", "d"] for r in records)  # out after sharing; the rounds complete
+    _, plain_records = _run(fed, settings("plain", min_available=4, clients_per_round=4), shares,
+                                SECURE_CLIENTS[:4])  # fmt: skip
+    assert records[-1].accuracy is not None and plain_records[-1].accuracy is not None
+    assert records[-1].accuracy > 0.9 and abs(records[-1].accuracy - plain_records[-1].accuracy) <= 0.03
+    with pytest.raises(UsageError, match="hides from the server"):
+        Coordinator(settings("robust", secure_aggregation=secure, strategy={"name": "median"}))

@@ -153,6 +153,11 @@ def test_the_plan_grows_with_dropout_and_graphs_are_fresh() -> None:
     assert all(i in a[j] for i in range(100) for j in a[i])  # symmetric
     with pytest.raises(UsageError, match="dropout"):
         plan(100, dropout=0.6)
+    with pytest.raises(UsageError, match="too few"):
+        plan(20, corrupt=0.45, security=60)
+    small = plan(3, colluding=1)  # no neighbourhood of 2 survives 10 % dropout reliably: all of them, and it says so
+    assert small.degree == 2 and small.threshold == 2 and not small.survivable
+    assert low.survivable
 
 
 def test_a_bad_share_is_caught_when_the_secret_is_rebuilt() -> None:

@@ -1,6 +1,7 @@
 """The federated client: poll the server for a task, train on the party's own records, send the update back.
 
-Only the update travels; the records never leave. A connection failure (server restarting, network down) is
+Only the update travels (with secure aggregation, only its masked form: :mod:`privet.federated.secagg.runtime`);
+the records never leave. A connection failure (server restarting, network down) is
 retried with exponential backoff from 0.5 s up to 8 s, for at most ``give_up`` seconds in a row; a refused call
 (a late update, a revoked certificate) is not retried blindly: a revoked or unknown party stops at once.
 """
@@ -13,7 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
+from privet.errors import UsageError
 from privet.federated.local import LocalSettings, train_locally
+from privet.federated.secagg.runtime import ClientSession
 from privet.models.reference import ModelSpec
 from privet.net.frames import Message
 from privet.net.rpc import Client, Identity, RemoteError
@@ -41,6 +44,7 @@ def run_client(
     party = identity.party
     done: list[int] = []
     backoff, failing_since = _BACKOFF_START, None
+    session = ClientSession()
     with Client(address, identity) as client:
         while True:
             try:
@@ -48,6 +52,14 @@ def run_client(
                 backoff, failing_since = _BACKOFF_START, None
                 if reply.kind == "done":
                     return ClientReport(party, done)
+                if reply.kind.startswith("secagg-"):  # a secure round's key, share or unmask exchange
+                    try:
+                        answer = session.answer(reply)
+                    except UsageError as exc:  # e.g. this client restarted mid-round: it is out of that round
+                        log.warning("%s", exc.message)
+                        continue
+                    client.call("Submit", answer, timeout=60)
+                    continue
                 if reply.kind != "task":
                     continue
                 header = reply.header
@@ -57,11 +69,19 @@ def run_client(
                     spec, flat, x, y, LocalSettings(**header["local"]), header["config"],
                     seed=int(header["seed"]), round_=int(header["round"]), client=party,
                 )  # fmt: skip
-                update = Message(
-                    "update",
-                    {"round": header["round"], "examples": result.examples, "loss": result.loss},
-                    memoryview(result.update.float().numpy()),  # sent from the tensor's memory, no copy
-                )
+                if "secagg" in header:
+                    try:
+                        update = session.masked_update(header, result.update, result.examples, result.loss)
+                    except UsageError as exc:
+                        log.warning("%s", exc.message)
+                        continue
+                else:
+                    update = Message(
+                        "update",
+                        {"round": header["round"], "stage": header.get("stage", "train"), "examples": result.examples,
+                         "loss": result.loss},
+                        memoryview(result.update.float().numpy()),  # sent from the tensor's memory, no copy
+                    )  # fmt: skip
                 client.call("Submit", update, timeout=float(header.get("deadline", 60)) + 30)
                 done.append(int(header["round"]))
             except RemoteError as exc:

@@ -26,6 +26,12 @@ Example::
       sample_rate: 0.1             # q: chance a client takes part in a round (default clients_per_round / N)
       ledger: hospitals/patients   # tenant/data set of an existing budget (`privet ledger create`)
       adaptive: {target_quantile: 0.5, learning_rate: 0.2, count_noise: 5.0}   # optional
+    secure_aggregation:            # optional: the server sees only the sum of the round's updates
+      clip: 1.0                    # L2 bound of an update (clients clip), and the fixed-point range
+      bits: 16                     # fixed-point bits per coordinate
+      dropout: 0.1                 # planned fraction of clients lost mid-round (sizes neighbourhoods)
+      full: false                  # true: every client a neighbour of every other (SecAgg, not SecAgg+)
+      colluding: 1                 # or corrupt: 0.05, the fraction that may collude with the server
 
 Relative paths are taken from the file's folder.
 """
@@ -93,6 +99,19 @@ class PrivacyConfig(_Strict):
         return tenant, dataset
 
 
+class SecureAggregationConfig(_Strict):
+    """Secure aggregation of a run (see :mod:`privet.federated.secagg`)."""
+
+    clip: float = Field(gt=0)  # L2 bound of an update, and the range of its fixed-point coordinates
+    bits: int = Field(16, ge=2, le=24)  # fixed-point bits per coordinate
+    dropout: float = Field(0.1, ge=0, lt=0.5)  # planned fraction of clients lost mid-round
+    full: bool = False  # every client a neighbour of every other (SecAgg), not SecAgg+
+    corrupt: float = Field(0.05, ge=0, lt=0.5)  # fraction of clients that may collude with the server
+    colluding: int | None = Field(None, ge=0)  # or: at most this many (small federations)
+    security: int = Field(40, ge=8)  # -log2 of the chance that colluders learn one client's input
+    stage_deadline: float = Field(30.0, gt=0)  # seconds each key, share and unmask exchange waits
+
+
 class FederationConfig(_Strict):
     """The settings of one federated run (see the module docstring)."""
 
@@ -114,6 +133,7 @@ class FederationConfig(_Strict):
     compress: bool = False
     spool_over_mb: float = Field(64.0, gt=0)  # updates larger than this wait on disk, not in server memory
     privacy: PrivacyConfig | None = None
+    secure_aggregation: SecureAggregationConfig | None = None
 
     @model_validator(mode="after")
     def _enough(self) -> FederationConfig:

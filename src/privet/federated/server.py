@@ -35,6 +35,7 @@ server memory, whatever the number of clients.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -42,8 +43,9 @@ import pickle
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,6 +58,7 @@ from privet.federated.config import FederationConfig
 from privet.federated.local import initial_parameters, load_flat
 from privet.federated.privacy import AdaptiveClipping, ClientDP, plan_rounds
 from privet.federated.records import load_records
+from privet.federated.secagg.runtime import SecureAggregation
 from privet.federated.strategies import Strategy, make_strategy
 from privet.files import atomic_file
 from privet.models.training import accuracy
@@ -68,6 +71,27 @@ log = logging.getLogger(__name__)
 _BLOCK_BYTES = 256 << 20  # the rows of one block of coordinates, over all updates, when aggregating from files
 POLL_SECONDS = 2.0  # how long a Task call waits for work before telling the client to ask again
 _CONNECTED_SECONDS = 3 * POLL_SECONDS  # a client that has not polled for this long is not counted
+
+
+@dataclass
+class _Stage:
+    """One exchange of a round: the server offers each of ``peers`` a message and collects one answer each."""
+
+    round: int
+    name: str
+    peers: frozenset[str]
+    offer: Callable[[str], Message]
+    accept: Callable[[Message, str], Any]  # checks an answer; raises UsageError to refuse it
+    answers: dict[str, Any] = field(default_factory=dict)
+
+
+def _release(value: object) -> None:
+    """Close what an answer keeps on disk (a spooled update), once nobody will use it."""
+    for part in value if isinstance(value, tuple) else (value,):
+        if isinstance(part, Spooled):
+            part.close()
+        elif isinstance(part, Message) and isinstance(part.payload, Spooled):
+            part.payload.close()
 
 
 @dataclass(frozen=True)
@@ -93,15 +117,16 @@ class Coordinator:
         self.charges: RoundCharges | None = None
         if config.privacy is not None:
             self.strategy = self._private(self.strategy)
+        self.secure: SecureAggregation | None = None
+        if config.secure_aggregation is not None:
+            self.secure = SecureAggregation(config.secure_aggregation, self.strategy, config)
         torch.manual_seed(config.seed)
         self.flat = initial_parameters(self.spec)
         self.round = 0  # the last completed round
         self.eval = load_records(config.eval_data, image_split="test") if config.eval_data else None
         self._lock = threading.Condition()
         self._seen: dict[str, float] = {}
-        self._open: int | None = None
-        self._sampled: set[str] = set()
-        self._updates: dict[str, tuple[Tensor | Spooled, int, float, float]] = {}  # update, examples, loss, norm
+        self._stage: _Stage | None = None
         self._done = False
         self._payload: memoryview | bytes = b""
         config.state.mkdir(parents=True, exist_ok=True)
@@ -179,16 +204,9 @@ class Coordinator:
             while True:
                 if self._done:
                     return Message("done", {"round": self.round})
-                if self._open is not None and peer in self._sampled and peer not in self._updates:
-                    header = {
-                        "round": self._open,
-                        "model": self.spec.to_metadata(),
-                        "local": self.config.local.model_dump(),
-                        "config": self.strategy.client_config(),
-                        "seed": self.config.seed,
-                        "deadline": self.config.round_deadline,
-                    }
-                    return Message("task", header, self._payload)
+                stage = self._stage
+                if stage is not None and peer in stage.peers and peer not in stage.answers:
+                    return stage.offer(peer)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return Message("wait", {"round": self.round})
@@ -196,16 +214,67 @@ class Coordinator:
                 self._seen[peer] = time.monotonic()
 
     def submit(self, message: Message, peer: str) -> Message:
-        payload = message.payload
+        header = message.header
+        with self._lock:
+            stage = self._stage
+            if (stage is None or header.get("round") != stage.round or header.get("stage") != stage.name
+                    or peer not in stage.peers):  # fmt: skip
+                _release(message)
+                what = f"round {header.get('round')} ({header.get('stage')})"
+                raise UsageError(f"{what} is not open for {peer}: the answer is too late")
+            if peer in stage.answers:
+                _release(message)
+                raise UsageError(f"{peer} already answered round {stage.round} ({stage.name})")
         try:
-            return self._accept(message, peer)
-        finally:
-            with self._lock:
-                kept = any(entry[0] is payload for entry in self._updates.values())
-            if isinstance(payload, Spooled) and not kept:
-                payload.close()
+            value = stage.accept(message, peer)  # outside the lock: a large update is checked while others train
+        except BaseException:
+            _release(message)
+            raise
+        with self._lock:
+            if self._stage is not stage or peer in stage.answers:
+                _release(value)
+                raise UsageError(f"round {stage.round} ({stage.name}) closed before the answer of {peer} was checked")
+            stage.answers[peer] = value
+            self._lock.notify_all()
+        return Message("ack", {"round": stage.round, "stage": stage.name})
 
-    def _accept(self, message: Message, peer: str) -> Message:
+    def run_stage(
+        self,
+        round_: int,
+        name: str,
+        peers: list[str],
+        offer: Callable[[str], Message],
+        accept: Callable[[Message, str], Any],
+        deadline: float,
+    ) -> dict[str, Any]:
+        """Offer ``peers`` their messages and collect their checked answers until all answered or ``deadline``
+        seconds passed; late answers are refused."""
+        with self._lock:
+            stage = _Stage(round_, name, frozenset(peers), offer, accept)
+            self._stage = stage
+            self._lock.notify_all()
+            end = time.monotonic() + deadline
+            while len(stage.answers) < len(stage.peers) and time.monotonic() < end:
+                self._lock.wait(min(0.5, max(end - time.monotonic(), 0.01)))
+            self._stage = None
+            return dict(stage.answers)
+
+    def task_message(self, round_: int, stage: str, extra: dict[str, Any] | None = None) -> Message:
+        """The training task of ``round_``: the model (from the server's own memory) and how to train it."""
+        header = {
+            "round": round_,
+            "stage": stage,
+            "model": self.spec.to_metadata(),
+            "local": self.config.local.model_dump(),
+            "config": self.strategy.client_config(),
+            "seed": self.config.seed,
+            "deadline": self.config.round_deadline,
+            **(extra or {}),
+        }
+        return Message("task", header, self._payload)
+
+    def _accept(self, message: Message, peer: str) -> tuple[Tensor | Spooled, int, float, float]:
+        """A plain round's update: the right size, finite, from at least one example; with its norm."""
         header, payload = message.header, message.payload
         size = payload.nbytes if isinstance(payload, Spooled) else len(payload)
         if size != 4 * self.flat.numel():
@@ -221,14 +290,7 @@ class Coordinator:
             finite, norm = bool(torch.isfinite(update).all()), float(torch.linalg.vector_norm(update))
         if not finite:
             raise UsageError(f"the update of {peer} is not finite")
-        with self._lock:
-            if header.get("round") != self._open or peer not in self._sampled:
-                raise UsageError(f"round {header.get('round')} is not open for {peer}: the update is too late")
-            if peer in self._updates:
-                raise UsageError(f"{peer} already answered round {self._open}")
-            self._updates[peer] = (update, examples, float(header.get("loss", 0.0)), norm)
-            self._lock.notify_all()
-        return Message("ack", {"round": header["round"]})
+        return update, examples, float(header.get("loss", 0.0)), norm
 
     # -- the loop -----------------------------------------------------------------------------------------------
     def _connected(self) -> list[str]:
@@ -256,14 +318,12 @@ class Coordinator:
                     )
                 self._lock.wait(0.2)
             sampled = self._sample(round_, self._connected())
-            # The model's own memory, not a copy: ``self.flat`` is replaced, never changed in place, after a round.
-            self._payload = memoryview(self.flat.numpy()).cast("B")
-            self._open, self._sampled, self._updates = round_, set(sampled), {}
-            self._lock.notify_all()
-            end = time.monotonic() + self.config.round_deadline
-            while len(self._updates) < len(sampled) and time.monotonic() < end:
-                self._lock.wait(min(0.5, max(end - time.monotonic(), 0.01)))
-            updates, self._open, self._sampled = dict(self._updates), None, set()
+        # The model's own memory, not a copy: ``self.flat`` is replaced, never changed in place, while it is sent.
+        self._payload = memoryview(self.flat.numpy()).cast("B")
+        if self.secure is not None:
+            return self._secure_round(round_, sampled, started)
+        updates = self.run_stage(round_, "train", sampled, lambda _peer: self.task_message(round_, "train"),
+                                 self._accept, self.config.round_deadline)  # fmt: skip
         answered = sorted(updates)
         if len(answered) < self.config.min_clients and self.charges is None:
             log.warning("round %d: %d of %d answered, fewer than %d: running it again", round_, len(answered),
@@ -286,12 +346,26 @@ class Coordinator:
         else:
             matrix = torch.stack(rows) if rows else torch.zeros(0, self.flat.numel())  # type: ignore[arg-type]
             self.flat = self.strategy.aggregate(self.flat, matrix, weights).float()
-        self.round = round_
-        accuracy = self.evaluate()
-        self._checkpoint()
         loss = float(np.average([updates[c][2] for c in answered], weights=weights.numpy())) if answered else 0.0
-        record = RoundRecord(round_, sampled, answered, accuracy, loss, time.monotonic() - started, epsilon,
-                             budget_epsilon)  # fmt: skip
+        return self._complete(RoundRecord(round_, sampled, answered, None, loss, time.monotonic() - started, epsilon,
+                                          budget_epsilon))  # fmt: skip
+
+    def _secure_round(self, round_: int, sampled: list[str], started: float) -> RoundRecord | None:
+        """A round whose updates the server only ever sees summed (:mod:`privet.federated.secagg.runtime`)."""
+        assert self.secure is not None
+        outcome = self.secure.run(self, round_, sampled)
+        if outcome is None or len(outcome.answered) < self.config.min_clients:
+            log.warning("round %d: secure aggregation did not complete: running it again", round_)
+            return None
+        self.flat = self.strategy.apply(self.flat, outcome.mean).float()
+        return self._complete(RoundRecord(round_, sampled, outcome.answered, None, outcome.loss,
+                                          time.monotonic() - started))  # fmt: skip
+
+    def _complete(self, record: RoundRecord) -> RoundRecord:
+        """Evaluate, checkpoint and log a round whose new model is in place."""
+        self.round = record.round
+        record = dataclasses.replace(record, accuracy=self.evaluate())
+        self._checkpoint()
         with (self.config.state / "metrics.jsonl").open("a") as handle:
             handle.write(json.dumps(record.__dict__) + "\n")
         return record

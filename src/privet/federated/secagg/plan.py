@@ -10,7 +10,8 @@ with the server) with probability ``corrupt``:
   ``t``, i.e. ``t > colluding``); always ``t >= 2``; against a server that may lie about who dropped
   (``malicious``), also ``t > k / 2``, so that it can never collect shares of both secrets of the same client;
 - *correctness*: at least ``t`` neighbours survive the round (``P[Binomial(k, 1 - dropout) < t]`` at most
-  ``2^-correctness / n``); a round that fails this is not a leak, only a round to run again.
+  ``2^-correctness / n``); a round that fails this is not a leak, only a round to run again, so when no
+  neighbourhood meets it (small federations) the plan takes every other client and says so in ``survivable``.
 
 The graph is a Harary graph ``H(k, n)`` (client ``i`` joined to the ``k / 2`` clients on either side) on a
 permutation drawn fresh each round: it is ``k``-connected, so the honest survivors stay connected unless at
@@ -44,20 +45,26 @@ class SecAggPlan:
     colluding: int | None = None
 
     @property
+    def survivable(self) -> bool:
+        """Whether rounds survive the planned dropout with the planned probability."""
+        return _survives(self.degree, self.threshold, self.clients, self)
+
+    @property
     def full(self) -> bool:
         return self.degree == self.clients - 1
 
 
-def _fits(k: int, n: int, p: SecAggPlan) -> int | None:
-    """The threshold that meets both bounds with ``k`` neighbours, or None."""
+def _threshold(k: int, n: int, p: SecAggPlan) -> int | None:
+    """The smallest threshold that keeps ``k`` neighbours secure (see the module docstring), or None."""
     t = max(2, k // 2 + 1 if p.malicious else 2, (p.colluding or 0) + 1)
     limit = 2.0**-p.security / n
     while p.colluding is None and t <= k and binom.sf(t - 1, k, p.corrupt) > limit:
         t += 1
-    dropout, correctness = p.dropout, p.correctness
-    if t > k or binom.cdf(t - 1, k, 1 - dropout) > 2.0**-correctness / n:
-        return None
-    return t
+    return t if t <= k else None
+
+
+def _survives(k: int, t: int, n: int, p: SecAggPlan) -> bool:
+    return bool(binom.cdf(t - 1, k, 1 - p.dropout) <= 2.0**-p.correctness / n)
 
 
 def plan(
@@ -80,16 +87,20 @@ def plan(
         raise UsageError(f"colluding must be between 0 and {clients - 2}, got {colluding}")
     wanted = SecAggPlan(clients, 0, 0, dropout, corrupt, security, correctness, malicious, colluding)
     candidates = [clients - 1] if full else [*range(2, clients - 1, 2), clients - 1]
-    for k in candidates:
-        t = _fits(k, clients, wanted)
-        if t is not None:
+    secure = [(k, t) for k in candidates if (t := _threshold(k, clients, wanted)) is not None]
+    if not secure:
+        raise UsageError(
+            f"{clients} clients are too few to keep each one's input from "
+            + (f"{colluding} colluding clients" if colluding is not None else f"a corrupt fraction of {corrupt}"),
+            "Run rounds with more clients, or assume fewer colluders.",
+        )
+    for k, t in secure:
+        if _survives(k, t, clients, wanted):
             return dataclasses.replace(wanted, degree=k, threshold=t)
-    raise UsageError(
-        f"no neighbourhood of {clients} clients survives a dropout rate of {dropout} with 2^-{correctness} failure "
-        f"and {f'{colluding} colluding clients' if colluding is not None else f'2^-{security} security'}"
-        f"{'' if colluding is not None else f' against a corrupt fraction of {corrupt}'}",
-        "Expect fewer dropouts, assume fewer corrupt clients, or run rounds with more clients.",
-    )
+    # No neighbourhood meets the correctness target: the whole federation is the best there is; a round that loses
+    # more clients than it tolerates is void and runs again (with fresh keys), which costs time, never privacy.
+    k, t = secure[-1]
+    return dataclasses.replace(wanted, degree=k, threshold=t)
 
 
 def neighbours(plan: SecAggPlan, seed: bytes) -> list[list[int]]:

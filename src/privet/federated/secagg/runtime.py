@@ -1,0 +1,241 @@
+"""Secure aggregation inside the federated runtime: the four exchanges of :mod:`.protocol` as stages of a round.
+
+Server side (:class:`SecureAggregation`), for the clients sampled in a round (indexed in id order):
+
+1. ``keys``: each is sent the round's setup (its index, the plan, a fresh round id, the modulus) and answers with
+   its two public keys;
+2. ``share``: each is sent its neighbours' keys and answers with sealed shares and its seed commitment;
+3. ``mask``: each is sent the training task (the model) with the shares relayed to it; it trains, clips its
+   update to ``clip`` in L2 norm, encodes it in fixed point (:class:`~privet.federated.quantize.Quantizer`,
+   stochastic rounding), masks it and answers with the masked vector, bit-packed;
+4. ``unmask``: the survivors are told who survived and who dropped and answer with the shares that remove the
+   masks. The server decodes the sum and hands the *unweighted* mean of the survivors' clipped updates to the
+   strategy's apply step (the server cannot weight updates it never sees).
+
+A client that misses a stage's deadline is out of the round; the round completes if the plan's threshold of
+clients survive, else it is void and runs again from stage 1 with new keys (nothing is reused). Only strategies
+that average (FedAvg, FedProx, FedAvgM, FedAdagrad, FedAdam, FedYogi) combine with secure aggregation: robust
+rules need the individual updates it hides (bound norms client-side with ``clip`` instead).
+
+Client side (:class:`ClientSession`): keeps the round's protocol state between the server's messages; a
+restarted client has none, so it is simply a client that dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from privet.crypto import masks
+from privet.errors import FormatError, UsageError
+from privet.federated.quantize import Quantizer
+from privet.federated.secagg.plan import SecAggPlan, plan
+from privet.federated.secagg.protocol import Client, PublicKeys, Round, Server, Unmasking
+from privet.federated.strategies import Strategy
+from privet.net.frames import Message
+
+if TYPE_CHECKING:
+    from privet.federated.config import FederationConfig, SecureAggregationConfig
+    from privet.federated.server import Coordinator
+
+__all__ = ["ClientSession", "SecureAggregation", "SecureOutcome"]
+
+log = logging.getLogger(__name__)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: object) -> bytes:
+    try:
+        return base64.b64decode(str(text), validate=True)
+    except ValueError:
+        raise FormatError("a secure-aggregation message holds malformed base64") from None
+
+
+@dataclass(frozen=True)
+class SecureOutcome:
+    mean: Tensor  # the unweighted mean of the survivors' clipped updates
+    answered: list[str]
+    loss: float
+
+
+class SecureAggregation:
+    """The server's side of secure rounds for a run configured with ``secure_aggregation``."""
+
+    def __init__(self, settings: SecureAggregationConfig, strategy: Strategy, config: FederationConfig) -> None:
+        if type(strategy).combine is not Strategy.combine:
+            raise UsageError(
+                f"{strategy.name} needs the individual updates, which secure aggregation hides from the server",
+                "Use fedavg, fedprox, fedavgm, fedadagrad, fedadam or fedyogi; clip (secure_aggregation.clip) "
+                "bounds each update's norm on the client.",
+            )
+        if strategy.norm_bound is not None:
+            raise UsageError("with secure aggregation norms are bounded on the clients", "Use secure_aggregation.clip.")
+        if config.privacy is not None:
+            raise UsageError(
+                "client-level DP with secure aggregation needs noise added by the clients, which is not built yet",
+                "Run DP-FedAvg without secure aggregation (server-side noise), or secure aggregation without DP.",
+            )
+        self.settings, self.config = settings, config
+
+    def _plan(self, clients: int) -> SecAggPlan:
+        s = self.settings
+        return plan(clients, dropout=s.dropout, corrupt=s.corrupt, security=s.security, full=s.full,
+                    colluding=s.colluding)  # fmt: skip
+
+    def run(self, coordinator: Coordinator, round_: int, sampled: list[str]) -> SecureOutcome | None:
+        """The four stages for ``sampled``; ``None`` when too few survive (the round is void)."""
+        s, length = self.settings, coordinator.flat.numel()
+        index = {peer: i for i, peer in enumerate(sampled)}
+        try:
+            quantizer = Quantizer(s.clip, s.bits, len(sampled))
+            secure = Round(self._plan(len(sampled)), length, quantizer.modulus_bits)
+        except UsageError as exc:
+            raise UsageError(f"round {round_}: {exc.message}", exc.hint) from None
+        server = Server(secure)
+        setup = {"round": round_, "round_id": secure.round_id.hex(), "clients": len(sampled),
+                 "degree": secure.plan.degree, "threshold": secure.plan.threshold, "bits": s.bits, "clip": s.clip,
+                 "modulus_bits": secure.bits, "length": length}  # fmt: skip
+
+        def stage(name: str, peers: list[str], offer: Any, accept: Any, deadline: float) -> dict[int, Any]:
+            answers = coordinator.run_stage(round_, name, peers, offer, accept, deadline)
+            return {index[peer]: value for peer, value in answers.items()}
+
+        def by_index(indices: Any) -> list[str]:
+            return [sampled[i] for i in sorted(indices)]
+
+        keys = stage("keys", sampled, lambda p: Message("secagg-keys", {**setup, "stage": "keys", "index": index[p]}),
+                     _accept_keys, s.stage_deadline)  # fmt: skip
+        routed = server.collect_keys(keys)
+        shares = stage(
+            "share", by_index(routed),
+            lambda p: Message("secagg-share", {"round": round_, "stage": "share", "peers": {
+                str(j): [k.sharing.hex(), k.masking.hex()] for j, k in routed[index[p]].items()}}),
+            _accept_shares, s.stage_deadline,
+        )  # fmt: skip
+        relayed = server.collect_shares({i: v[0] for i, v in shares.items()}, {i: v[1] for i, v in shares.items()})
+        shared = sorted(server.shared)
+        masked = stage(
+            "mask", by_index(relayed),
+            lambda p: coordinator.task_message(round_, "mask", {"secagg": {
+                "sealed": {str(j): _b64(box) for j, box in relayed[index[p]].items()}, "shared": shared}}),
+            lambda m, p: _accept_masked(m, p, secure), self.config.round_deadline,
+        )  # fmt: skip
+        try:
+            request = server.collect_masked({i: v[0] for i, v in masked.items()})
+            answers = stage(
+                "unmask", by_index(request.survivors),
+                lambda p: Message("secagg-unmask", {"round": round_, "stage": "unmask",
+                                                    "survivors": sorted(request.survivors),
+                                                    "dropped": sorted(request.dropped)}),
+                _accept_unmasking, s.stage_deadline,
+            )  # fmt: skip
+            total = server.finish(answers)
+        except UsageError as exc:
+            log.warning("round %d: %s", round_, exc.message)
+            return None
+        count = len(request.survivors)
+        mean = torch.from_numpy(quantizer.decode_sum(total, count) / count).float()
+        losses = [masked[i][1] for i in sorted(request.survivors)]
+        return SecureOutcome(mean, by_index(request.survivors), float(np.mean(losses)))
+
+
+def _accept_keys(message: Message, peer: str) -> PublicKeys:
+    try:
+        keys = PublicKeys(bytes.fromhex(message.header["sharing"]), bytes.fromhex(message.header["masking"]))
+    except (KeyError, ValueError, TypeError):
+        raise FormatError(f"the keys of {peer} are malformed") from None
+    if len(keys.sharing) != 32 or len(keys.masking) != 32:
+        raise FormatError(f"the keys of {peer} are not X25519 public keys")
+    return keys
+
+
+def _accept_shares(message: Message, peer: str) -> tuple[dict[int, bytes], bytes]:
+    try:
+        sealed = {int(j): _unb64(box) for j, box in message.header["sealed"].items()}
+        commitment = bytes.fromhex(message.header["commitment"])
+    except (KeyError, ValueError, TypeError, AttributeError):
+        raise FormatError(f"the shares of {peer} are malformed") from None
+    return sealed, commitment
+
+
+def _accept_masked(message: Message, peer: str, secure: Round) -> tuple[np.ndarray, float]:
+    payload = bytes(message.payload) if not isinstance(message.payload, bytes) else message.payload
+    vector = masks.unpack(payload, secure.bits, secure.length)  # refuses a payload of the wrong size
+    loss = float(message.header.get("loss", 0.0))
+    if not math.isfinite(loss):
+        raise UsageError(f"the loss reported by {peer} is not finite")
+    return vector, loss
+
+
+def _accept_unmasking(message: Message, peer: str) -> dict[int, tuple[str, bytes]]:
+    try:
+        return {int(j): (str(kind), _unb64(share)) for j, (kind, share) in message.header["answers"].items()}
+    except (KeyError, ValueError, TypeError, AttributeError):
+        raise FormatError(f"the unmasking answers of {peer} are malformed") from None
+
+
+class ClientSession:
+    """A client's protocol state for the current secure round (none between rounds or after a restart)."""
+
+    def __init__(self) -> None:
+        self._round: int | None = None
+        self._client: Client | None = None
+        self._setup: Mapping[str, Any] = {}
+
+    def _current(self, header: Mapping[str, Any]) -> Client:
+        if self._client is None or header.get("round") != self._round:
+            raise UsageError(f"no secure round {header.get('round')} in progress here (this client restarted?)")
+        return self._client
+
+    def answer(self, message: Message) -> Message:
+        """The answer to one of the server's protocol messages (keys, shares, or unmasking)."""
+        header = message.header
+        if message.kind == "secagg-keys":
+            secure_plan = SecAggPlan(int(header["clients"]), int(header["degree"]), int(header["threshold"]),
+                                     0.0, 0.0, 0, 0)  # fmt: skip
+            secure = Round(secure_plan, int(header["length"]), int(header["modulus_bits"]),
+                           bytes.fromhex(header["round_id"]))  # fmt: skip
+            self._round, self._setup = header["round"], dict(header)
+            self._client = Client(int(header["index"]), secure)
+            keys = self._client.advertise()
+            return Message("keys", {"round": self._round, "stage": "keys", "sharing": keys.sharing.hex(),
+                                    "masking": keys.masking.hex()})  # fmt: skip
+        client = self._current(header)
+        if message.kind == "secagg-share":
+            peers = {int(j): PublicKeys(bytes.fromhex(a), bytes.fromhex(b)) for j, (a, b) in header["peers"].items()}
+            sealed = client.share(peers)
+            return Message("shares", {"round": self._round, "stage": "share", "commitment": client.commitment.hex(),
+                                      "sealed": {str(j): _b64(box) for j, box in sealed.items()}})  # fmt: skip
+        if message.kind == "secagg-unmask":
+            request = Unmasking(frozenset(header["survivors"]), frozenset(header["dropped"]))
+            answers = client.unmask(request)
+            self._client = None  # the round's secrets are no longer needed
+            encoded = {str(j): [kind, _b64(share)] for j, (kind, share) in answers.items()}
+            return Message("unmasked", {"round": self._round, "stage": "unmask", "answers": encoded})
+        raise UsageError(f"unknown secure-aggregation message {message.kind!r}")
+
+    def masked_update(self, header: Mapping[str, Any], update: Tensor, examples: int, loss: float) -> Message:
+        """Clip, encode and mask a trained update for the ``mask`` stage."""
+        client = self._current(header)
+        setup = self._setup
+        clip = float(setup["clip"])
+        norm = float(update.norm())
+        clipped = update * min(1.0, clip / max(norm, 1e-12))
+        quantizer = Quantizer(clip, int(setup["bits"]), int(setup["clients"]))
+        encoded = quantizer.encode(clipped.double().numpy())
+        secagg = header["secagg"]
+        sealed = {int(j): _unb64(box) for j, box in secagg["sealed"].items()}
+        masked = client.mask(encoded, sealed, frozenset(int(i) for i in secagg["shared"]))
+        payload = masks.pack(masked, int(setup["modulus_bits"]))
+        return Message("update", {"round": self._round, "stage": "mask", "examples": examples, "loss": loss}, payload)

@@ -87,6 +87,9 @@ class SecureAggregation:
                 "Run DP-FedAvg without secure aggregation (server-side noise), or secure aggregation without DP.",
             )
         self.settings, self.config = settings, config
+        # A round of the configured size must be plannable and its sums must fit the modulus: refuse now, not later.
+        self._plan(config.clients_per_round)
+        Quantizer(settings.clip, settings.bits, config.clients_per_round)
 
     def _plan(self, clients: int) -> SecAggPlan:
         s = self.settings

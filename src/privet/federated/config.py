@@ -146,6 +146,9 @@ class FederationConfig(_Strict):
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit() or int(port) > 65535:
             raise ValueError(f"listen must be HOST:PORT (port 0-65535), got {self.listen!r}")
+        if self.secure_aggregation is not None and min(self.available, self.clients_per_round) < 3:
+            raise ValueError("secure aggregation needs rounds of at least 3 clients: set clients_per_round and "
+                             "min_available (or min_clients) to 3 or more")  # fmt: skip
         if self.privacy is not None:
             if not all(self.privacy.budget):
                 raise ValueError(f"privacy.ledger must be TENANT/DATASET, got {self.privacy.ledger!r}")

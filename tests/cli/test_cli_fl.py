@@ -172,10 +172,11 @@ def test_a_private_run_charges_the_workspace_ledger(federation: tuple[Path, dict
     privacy = {"epsilon": 4.0, "delta": 1e-5, "clip": 1.0, "population": 3, "sample_rate": 0.9,
                "ledger": "hospitals/patients"}  # fmt: skip
     config = _config(root, "private", port, rounds=3, privacy=privacy)
-    server = _spawn([PRIVET, "--quiet", "fl", "server", "--config", str(config), "--json"],
-                    _env(home, secrets["server"]))  # fmt: skip
+    server = _spawn([PRIVET, "--quiet", "fl", "server", "--config", str(config), "--plot", str(root / "dp.html"),
+                     "--json"], _env(home, secrets["server"]))  # fmt: skip
     clients = [_client(root, port, c, secrets) for c in CLIENTS]
     result = _finish(server)
+    assert "<img src='data:image/png;base64," in (root / "dp.html").read_text()
     for c in clients:
         _finish(c)
     summary = result["privacy"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -77,6 +78,7 @@ def revoke(
 @app.command()
 def server(
     config: Annotated[Path, typer.Option(help="The run's fl.yaml.", show_default=False)],
+    plot: Annotated[Path | None, typer.Option(help="Write an accuracy/loss plot of the rounds (.png, .html).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run the federation's server until its last round (resuming from its checkpoint if there is one).
@@ -101,6 +103,13 @@ def server(
             bar.update(task, completed=record.round, status=status)
 
         coordinator, records = serve(settings, _passphrase(), ledger=ledger, progress=on_round)
+    if plot is not None:  # every round of the run, those before a restart included
+        from types import SimpleNamespace
+
+        from privet.federated.simulate_job import write_plot
+
+        lines = (settings.state / "metrics.jsonl").read_text().splitlines()
+        write_plot([SimpleNamespace(**json.loads(line)) for line in lines if line.strip()], plot, title=settings.name)
     result = {
         "rounds": coordinator.round,
         "ran": [r.round for r in records],

@@ -10,9 +10,10 @@ import base64
 import io
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -125,8 +126,15 @@ def run_simulation(
     }
 
 
-def write_plot(records: list[SimulationRound], path: Path, *, title: str) -> None:
-    """Test accuracy and training loss per round, as a PNG (``.png``) or an HTML page with it inlined."""
+class _RoundFigures(Protocol):
+    round: int
+    accuracy: float | None
+    loss: float
+
+
+def write_plot(records: Sequence[_RoundFigures], path: Path, *, title: str) -> None:
+    """Test accuracy and training loss per round (of a simulation or a server's run), as a PNG (``.png``) or an
+    HTML page with it inlined."""
     import matplotlib
 
     matplotlib.use("Agg")

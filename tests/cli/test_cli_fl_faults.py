@@ -1,6 +1,7 @@
 """``privet fl`` under faults, every party a real process on localhost talking gRPC over mutual TLS: a client of
-another federation and a revoked client are refused with one clear error line and never counted, and rounds
-complete while 3 of 10 clients are SIGKILLed before every round and restarted afterwards."""
+another federation, a process with no client certificate and a revoked client are refused with one clear error
+line and never counted, and rounds complete while 3 of 10 clients are SIGKILLed before every round and restarted
+afterwards."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -110,6 +112,19 @@ def _named(lines: list[dict]) -> set[str]:
     return {party for line in lines for party in line["sampled"] + line["answered"]}
 
 
+NO_CERTIFICATE = """
+import sys
+import grpc
+address, ca = sys.argv[1:3]
+channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=open(ca, "rb").read()))
+try:
+    list(channel.stream_stream("/privet.v1.Party/Task")(iter([b"PVT\\x01{}"]), timeout=20))
+except grpc.RpcError as error:
+    print(error.code().name)
+    sys.exit(3)
+"""
+
+
 def test_a_client_of_another_federation_is_refused(federation10: Federation, tmp_path: Path) -> None:
     root, secrets = federation10
     other = run(tmp_path / "home", "fl", "provision", "--out", str(tmp_path / "other"), "--clients", "intruder,c2",
@@ -133,6 +148,10 @@ def test_a_client_of_another_federation_is_refused(federation10: Federation, tmp
         _client(tmp_path, port, spoofed, root / "c2.csv", foreign["intruder"], 5),
     ]
     ended = [_ended(proc) for proc in intruders]
+    # And a process that presents no client certificate at all: the TLS handshake itself refuses it.
+    bare = subprocess.run([sys.executable, "-c", NO_CERTIFICATE, f"127.0.0.1:{port}", str(root / "fed/server/ca.crt")],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bare.returncode == 3 and bare.stdout.strip() == "UNAVAILABLE", (bare.stdout, bare.stderr)
     metrics = root / "foreign" / "metrics.jsonl"
     assert _lines(metrics) == [], "a round started with a client of another federation counted as connected"
     assert server.poll() is None, server.communicate()

@@ -21,6 +21,7 @@ from privet.data.bundled import breast_cancer
 from tests.cli.test_cli import PRIVET, one_error_line, run
 
 CLIENTS = ["north", "south", "east"]
+CLIENTS_SORTED = sorted(CLIENTS)
 
 
 def _free_port() -> int:
@@ -187,6 +188,31 @@ def test_a_private_run_charges_the_workspace_ledger(federation: tuple[Path, dict
     assert len(history["charges"]) == 3
     lines = [json.loads(line) for line in (root / "private" / "metrics.jsonl").read_text().splitlines()]
     assert [line["round"] for line in lines] == [1, 2, 3] and lines[-1]["epsilon"] == pytest.approx(summary["epsilon"])
+
+
+def test_a_secure_run_killed_mid_round_restarts_that_round_with_fresh_keys(
+    federation: tuple[Path, dict[str, str]],
+) -> None:
+    """SIGKILL the server of a secure-aggregation run; restarted, it runs the interrupted round again from its
+    key exchange (new keys, new masks: nothing of the lost attempt is reused) and the run completes."""
+    root, secrets = federation
+    port = _free_port()
+    secure = {"clip": 10.0, "colluding": 1, "stage_deadline": 20}
+    config = _config(root, "secure-killed", port, rounds=6, min_clients=3, secure_aggregation=secure)
+    server = _server(root, config, secrets)
+    clients = [_client(root, port, c, secrets) for c in CLIENTS]
+    metrics = root / "secure-killed" / "metrics.jsonl"
+    _wait_for_rounds(metrics, 2)
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+    completed = len(metrics.read_text().splitlines())
+    restarted = _finish(_server(root, config, secrets))
+    assert restarted["rounds"] == 6 and restarted["ran"][0] == completed + 1 and restarted["accuracy"] > 0.9
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [line["round"] for line in lines] == list(range(1, 7))
+    assert all(line["answered"] == CLIENTS_SORTED for line in lines)
+    for c in clients:
+        assert _finish(c)["rounds"][-1] == 6
 
 
 def test_a_client_with_a_wrong_passphrase_is_refused(federation: tuple[Path, dict[str, str]]) -> None:

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from privet.data.bundled import breast_cancer
+from privet.data.bundled import Split, breast_cancer
 from tests.cli.test_cli import PRIVET, one_error_line, run
 
 CLIENTS = ["north", "south", "east"]
@@ -30,23 +30,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    root = tmp_path_factory.mktemp("flcli")
-    proc = run(root / "home", "fl", "provision", "--out", str(root / "fed"), "--clients", ",".join(CLIENTS),
+def provisioned(root: Path, clients: list[str], data: Split) -> tuple[Path, dict[str, str]]:
+    """A federation of ``clients`` under ``root``, each with an equal slice of ``data``'s training rows as
+    ``<client>.csv``, the test rows as ``test.csv``; returns ``root`` and the passphrases."""
+    proc = run(root / "home", "fl", "provision", "--out", str(root / "fed"), "--clients", ",".join(clients),
                "--name", "hospitals", "--json")  # fmt: skip
-    result = json.loads(proc.stdout)
-    data = breast_cancer(seed=0)
-    columns = [f"f{i}" for i in range(30)]
-    parts = torch.arange(len(data.x_train)).tensor_split(len(CLIENTS))
-    for client, rows in zip(CLIENTS, parts, strict=True):
+    columns = [f"f{i}" for i in range(data.x_train.shape[1])]
+    for client, rows in zip(clients, torch.arange(len(data.x_train)).tensor_split(len(clients)), strict=True):
         frame = pd.DataFrame(data.x_train[rows].numpy(), columns=columns)
         frame["label"] = data.y_train[rows].numpy()
         frame.to_csv(root / f"{client}.csv", index=False)
     test = pd.DataFrame(data.x_test.numpy(), columns=columns)
     test["label"] = data.y_test.numpy()
     test.to_csv(root / "test.csv", index=False)
-    return root, result["passphrases"]
+    return root, json.loads(proc.stdout)["passphrases"]
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    return provisioned(tmp_path_factory.mktemp("flcli"), CLIENTS, breast_cancer(seed=0))
 
 
 @pytest.fixture(autouse=True)

@@ -16,13 +16,19 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
-import torch
 
 from privet.data.bundled import breast_cancer
 from tests.cli.test_cli import PRIVET, run
-from tests.cli.test_cli_fl import _config, _env, _finish, _free_port, _spawn, processes  # noqa: F401
+from tests.cli.test_cli_fl import (  # noqa: F401 - processes: the fixture that ends every started process
+    _config,
+    _env,
+    _finish,
+    _free_port,
+    _spawn,
+    processes,
+    provisioned,
+)
 
 CLIENTS = [f"c{i}" for i in range(10)]
 Federation = tuple[Path, dict[str, str]]
@@ -31,20 +37,7 @@ Federation = tuple[Path, dict[str, str]]
 @pytest.fixture(scope="module")
 def federation10(tmp_path_factory: pytest.TempPathFactory) -> Federation:
     """A federation of 10 clients (``c0`` .. ``c9``), each with a tenth of breast_cancer's training rows."""
-    root = tmp_path_factory.mktemp("flfaults")
-    proc = run(root / "home", "fl", "provision", "--out", str(root / "fed"), "--clients", ",".join(CLIENTS),
-               "--name", "hospitals", "--json")  # fmt: skip
-    data = breast_cancer(seed=0)
-    columns = [f"f{i}" for i in range(30)]
-    parts = torch.arange(len(data.x_train)).tensor_split(len(CLIENTS))
-    for client, rows in zip(CLIENTS, parts, strict=True):
-        frame = pd.DataFrame(data.x_train[rows].numpy(), columns=columns)
-        frame["label"] = data.y_train[rows].numpy()
-        frame.to_csv(root / f"{client}.csv", index=False)
-    test = pd.DataFrame(data.x_test.numpy(), columns=columns)
-    test["label"] = data.y_test.numpy()
-    test.to_csv(root / "test.csv", index=False)
-    return root, json.loads(proc.stdout)["passphrases"]
+    return provisioned(tmp_path_factory.mktemp("flfaults"), CLIENTS, breast_cancer(seed=0))
 
 
 def _server(root: Path, config: Path, passphrase: str) -> subprocess.Popen[str]:
@@ -112,6 +105,25 @@ def _named(lines: list[dict]) -> set[str]:
     return {party for line in lines for party in line["sampled"] + line["answered"]}
 
 
+def _completes_with_legitimate_clients_only(
+    root: Path,
+    port: int,
+    secrets: dict[str, str],
+    server: subprocess.Popen[str],
+    legit: list[subprocess.Popen[str]],
+    metrics: Path,
+) -> None:
+    """A third legitimate client (c3) joins; the run completes and names only c0, c1 and c3 in any round."""
+    legit.append(_legit(root, port, "c3", secrets))
+    result = _finish(server)
+    assert result["ran"] == [1, 2, 3] and result["accuracy"] > 0.85
+    lines = _lines(metrics)
+    assert [line["round"] for line in lines] == [1, 2, 3]
+    assert _named(lines) == {"c0", "c1", "c3"}  # neither an intruder, nor one using a real client's name
+    for proc in legit:
+        assert _finish(proc)["rounds"][-1] == 3
+
+
 NO_CERTIFICATE = """
 import sys
 import grpc
@@ -156,14 +168,7 @@ def test_a_client_of_another_federation_is_refused(federation10: Federation, tmp
     assert _lines(metrics) == [], "a round started with a client of another federation counted as connected"
     assert server.poll() is None, server.communicate()
 
-    legit.append(_legit(root, port, "c3", secrets))
-    result = _finish(server)
-    assert result["ran"] == [1, 2, 3] and result["accuracy"] > 0.85
-    lines = _lines(metrics)
-    assert [line["round"] for line in lines] == [1, 2, 3]
-    assert _named(lines) == {"c0", "c1", "c3"}  # neither the intruder nor the one using c2's name
-    for proc in legit:
-        assert _finish(proc)["rounds"][-1] == 3
+    _completes_with_legitimate_clients_only(root, port, secrets, server, legit, metrics)
     for refused in ended:  # one line saying what is wrong: not a network outage but a certificate from elsewhere
         line = _refusal(refused)
         assert re.search(r"certificate|federation|\bCA\b|TLS|handshake", line, re.IGNORECASE), line
@@ -191,14 +196,7 @@ def test_a_revoked_client_is_refused(federation10: Federation, tmp_path: Path) -
     assert _lines(metrics) == [], "a round started with the revoked client counted as connected"
     assert server.poll() is None, server.communicate()
 
-    legit.append(_legit(root, port, "c3", secrets))
-    result = _finish(server)
-    assert result["ran"] == [1, 2, 3] and result["accuracy"] > 0.85
-    lines = _lines(metrics)
-    assert [line["round"] for line in lines] == [1, 2, 3]
-    assert _named(lines) == {"c0", "c1", "c3"}
-    for proc in legit:
-        assert _finish(proc)["rounds"][-1] == 3
+    _completes_with_legitimate_clients_only(root, port, secrets, server, legit, metrics)
 
 
 ROUNDS, MIN_CLIENTS, KILLED = 4, 6, 3

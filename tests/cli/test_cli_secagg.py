@@ -3,18 +3,14 @@ SIGKILLed in the middle of a round; the run completes and learns as well as plai
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
-import torch
 
 from privet.data.bundled import digits
-from tests.cli.test_cli import run
-from tests.cli.test_cli_fl import _config, _finish, _free_port, processes  # noqa: F401
+from tests.cli.test_cli_fl import _config, _finish, _free_port, processes, provisioned  # noqa: F401
 from tests.cli.test_cli_fl_faults import _legit, _lines, _server
 
 CLIENTS = [f"c{i}" for i in range(10)]
@@ -24,19 +20,7 @@ ROUNDS = 10
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """Ten clients with a tenth of the digits' training rows each; the test rows for the server's evaluation."""
-    root = tmp_path_factory.mktemp("secagg")
-    proc = run(root / "home", "fl", "provision", "--out", str(root / "fed"), "--clients", ",".join(CLIENTS),
-               "--name", "hospitals", "--json")  # fmt: skip
-    data = digits(seed=0)
-    columns = [f"f{i}" for i in range(64)]
-    for client, rows in zip(CLIENTS, torch.arange(len(data.x_train)).tensor_split(10), strict=True):
-        frame = pd.DataFrame(data.x_train[rows].numpy(), columns=columns)
-        frame["label"] = data.y_train[rows].numpy()
-        frame.to_csv(root / f"{client}.csv", index=False)
-    test = pd.DataFrame(data.x_test.numpy(), columns=columns)
-    test["label"] = data.y_test.numpy()
-    test.to_csv(root / "test.csv", index=False)
-    return root, json.loads(proc.stdout)["passphrases"]
+    return provisioned(tmp_path_factory.mktemp("secagg"), CLIENTS, digits(seed=0))
 
 
 def _settings(root: Path, state: str, port: int, **changes: object) -> Path:

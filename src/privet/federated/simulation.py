@@ -97,6 +97,13 @@ def _train_share(
     return train_locally(spec, flat, x, y, settings, config, seed=seed, round_=round_, client=str(client))
 
 
+@dataclass(frozen=True)
+class Summing:
+    """Clients' updates are summed where they are trained (weighted by examples, each norm-bounded first)."""
+
+    norm_bound: float | None
+
+
 @dataclass
 class _Outcomes:
     """A round's (or a task's) results: row ``i`` of ``updates`` for its ``i``-th client or, when the strategy
@@ -142,13 +149,6 @@ def _train_rows(
         outcomes.examples.append(result.examples)
         outcomes.losses.append(result.loss)
     return outcomes
-
-
-@dataclass(frozen=True)
-class Summing:
-    """Clients' updates are summed where they are trained (weighted by examples, each norm-bounded first)."""
-
-    norm_bound: float | None
 
 
 def _train_on_worker(*args: Any) -> _Outcomes:

@@ -40,7 +40,7 @@ from privet.federated.quantize import Quantizer
 from privet.federated.secagg.plan import SecAggPlan, plan
 from privet.federated.secagg.protocol import Client, PublicKeys, Round, Server, Unmasking
 from privet.federated.strategies import Strategy
-from privet.net.frames import Message
+from privet.net.frames import Message, Spooled
 
 if TYPE_CHECKING:
     from privet.federated.config import FederationConfig, SecureAggregationConfig
@@ -173,8 +173,11 @@ def _accept_shares(message: Message, peer: str) -> tuple[dict[int, bytes], bytes
 
 
 def _accept_masked(message: Message, peer: str, secure: Round) -> tuple[np.ndarray, float]:
-    payload = bytes(message.payload) if not isinstance(message.payload, bytes) else message.payload
-    vector = masks.unpack(payload, secure.bits, secure.length)  # refuses a payload of the wrong size
+    payload = message.payload
+    if isinstance(payload, Spooled):  # a large model's masked input: unpacked into memory, as every masked input is
+        spooled, payload = payload, payload.read(0, payload.nbytes)
+        spooled.close()
+    vector = masks.unpack(bytes(payload), secure.bits, secure.length)  # refuses a payload of the wrong size
     loss = float(message.header.get("loss", 0.0))
     if not math.isfinite(loss):
         raise UsageError(f"the loss reported by {peer} is not finite")
@@ -203,6 +206,12 @@ class ClientSession:
 
     def answer(self, message: Message) -> Message:
         """The answer to one of the server's protocol messages (keys, shares, or unmasking)."""
+        try:
+            return self._answer(message)
+        except (KeyError, ValueError, TypeError, AttributeError):
+            raise FormatError(f"the server's {message.kind!r} message is malformed") from None
+
+    def _answer(self, message: Message) -> Message:
         header = message.header
         if message.kind == "secagg-keys":
             secure_plan = SecAggPlan(int(header["clients"]), int(header["degree"]), int(header["threshold"]),
@@ -230,6 +239,12 @@ class ClientSession:
 
     def masked_update(self, header: Mapping[str, Any], update: Tensor, examples: int, loss: float) -> Message:
         """Clip, encode and mask a trained update for the ``mask`` stage."""
+        try:
+            return self._masked_update(header, update, examples, loss)
+        except (KeyError, ValueError, TypeError, AttributeError):
+            raise FormatError("the server's secure training task is malformed") from None
+
+    def _masked_update(self, header: Mapping[str, Any], update: Tensor, examples: int, loss: float) -> Message:
         client = self._current(header)
         setup = self._setup
         clip = float(setup["clip"])

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from privet.data.bundled import breast_cancer
-from privet.dp.accounting import GaussianEvent, compose_epsilon
+from privet.dp.accounting import GaussianEvent, ZCDPEvent, compose_epsilon
 from privet.dp.ledger import Ledger
 from privet.errors import BudgetExceededError, ConfigError, FormatError, NotFoundError, UsageError
 from privet.federated.budget import RoundCharges
@@ -266,3 +266,40 @@ def test_secure_rounds_learn_like_plain_ones_and_survive_a_client_lost_after_sha
     assert records[-1].accuracy > 0.9 and abs(records[-1].accuracy - plain_records[-1].accuracy) <= 0.03
     with pytest.raises(UsageError, match="hides from the server"):
         Coordinator(settings("robust", secure_aggregation=secure, strategy={"name": "median"}))
+
+
+def test_secure_rounds_with_distributed_noise_are_charged_per_round_and_learn(
+    tmp_path: Path, sqlite_store: object
+) -> None:
+    fed = provision(tmp_path / "fed", "secure", SECURE_CLIENTS[:4])
+    data = breast_cancer(seed=0)
+    parts = torch.arange(len(data.x_train)).tensor_split(4)
+    shares = {c: (data.x_train[p], data.y_train[p]) for c, p in zip(SECURE_CLIENTS[:4], parts, strict=True)}
+    ledger = Ledger(sqlite_store)  # type: ignore[arg-type]
+    ledger.create("hospitals", "patients", 40.0, 1e-5)
+    privacy = {"epsilon": 30.0, "delta": 1e-5, "clip": 1.0, "ledger": "hospitals/patients"}
+    secure = {"clip": 1.0, "colluding": 1, "stage_deadline": 5}
+    config = _config(fed, tmp_path / "state", rounds=3, clients_per_round=4, min_clients=3, min_available=4,
+                     privacy=privacy, secure_aggregation=secure)  # fmt: skip
+    coordinator, records = _run(fed, config, shares, SECURE_CLIENTS[:4], ledger=ledger)
+    assert [r.round for r in records] == [1, 2, 3]
+    charges = ledger.history("hospitals", "patients")
+    assert len(charges) == 3 and all("distributed discrete Gaussian" in c.description for c in charges)
+    assert all(isinstance(e, ZCDPEvent) for c in charges for e in c.events)
+    summary = coordinator.privacy_summary()
+    assert summary is not None and summary["noise"] == "distributed" and summary["min_clients"] == 3
+    assert 0 < records[0].epsilon < records[2].epsilon <= 30.0  # type: ignore[operator]
+    assert summary["epsilon"] == pytest.approx(compose_epsilon([e for c in charges for e in c.events], 1e-5).epsilon)
+    x, y = data.x_test, data.y_test
+    model = coordinator.spec.build()
+    from privet.federated.local import load_flat
+
+    load_flat(model, coordinator.flat)
+    accuracy = float((model(x).argmax(1) == y).float().mean())
+    assert accuracy > 0.8
+    with pytest.raises(ValueError, match="no client sampling"):
+        _config(fed, tmp_path / "s2", clients_per_round=4, min_clients=3, secure_aggregation=secure,
+                privacy={**privacy, "population": 4})  # fmt: skip
+    with pytest.raises(ValueError, match="must agree"):
+        _config(fed, tmp_path / "s3", clients_per_round=4, min_clients=3, privacy=privacy,
+                secure_aggregation={**secure, "clip": 2.0})  # fmt: skip

@@ -29,6 +29,7 @@ GaussianEvent, rate q < 1     Poisson-subsampled Gaussian, k-fold     ``SelfComp
 LaplaceEvent                  Laplace, k-fold                         ``SelfComposed(LaplaceDpEvent)`` (tight)
 DiscreteLaplaceEvent          discrete Laplace, k-fold (exact)        ``(sens/scale)``-DP as randomized response
 DiscreteGaussianEvent         discrete Gaussian, k-fold (exact)       ``ZCDpEvent(sens**2 / (2 sigma**2))``
+ZCDPEvent                     none: the composition goes to RDP       ``ZCDpEvent(rho)``
 PureEvent                     canonical eps-DP pair, exact k-fold     ``eps``-DP as randomized response
 ApproxEvent                   canonical (eps, delta) pair, exact      as PureEvent, plus ``k * delta``
                               k-fold                                  added to delta
@@ -55,6 +56,8 @@ Why these are sound, and where they are loose:
   Canonne, Kamath, Steinke (2020): ``sens**2 / (2 sigma**2)``-zCDP, the same curve as a continuous Gaussian
   with ``sigma / sens``. Very large sigma (over :data:`_MAX_DISCRETE_GAUSSIAN_SIGMA`) is beyond PLD's tractable
   range and goes to RDP, where zCDP is nearly tight anyway.
+- zCDP: a zCDP bound fixes the Renyi curve, not a privacy loss distribution, so a composition with a
+  :class:`ZCDPEvent` is accounted with RDP (the Guarantee says so in ``fallback_reason``).
 - All events pure or approximate: the basic composition theorem (sum of epsilons at the sum of deltas) is
   also valid, and both accountants report the smaller of their bound and it. This keeps a pure composition
   at or below ``k * eps`` despite grid rounding, and gives a finite answer when ``delta`` equals exactly the
@@ -97,6 +100,7 @@ __all__ = [
     "Guarantee",
     "LaplaceEvent",
     "PureEvent",
+    "ZCDPEvent",
     "calibrate_gaussian",
     "compose_delta",
     "compose_epsilon",
@@ -271,6 +275,23 @@ class DiscreteGaussianEvent:
 
 
 @dataclass(frozen=True)
+class ZCDPEvent:
+    """Any ``rho``-zCDP release (Bun and Steinke 2016), ``steps`` times: Renyi DP ``alpha * rho`` at every order.
+
+    For mechanisms whose guarantee is a zCDP bound and nothing tighter, such as the sum of clients' discrete
+    Gaussian noise under secure aggregation (Kairouz, Liu, Steinke 2021).
+    """
+
+    rho: float
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        hint = "rho is the release's zCDP parameter: a finite number > 0."
+        _set(self, "rho", _positive("rho", self.rho, hint))
+        _set(self, "steps", _count("steps", self.steps, _STEPS_HINT))
+
+
+@dataclass(frozen=True)
 class PureEvent:
     """Any ``epsilon``-DP release (exponential mechanism, randomized response, report-noisy-max), ``steps`` times."""
 
@@ -301,13 +322,16 @@ class ApproxEvent:
         _set(self, "steps", _count("steps", self.steps, _STEPS_HINT))
 
 
-Event: TypeAlias = GaussianEvent | LaplaceEvent | DiscreteLaplaceEvent | DiscreteGaussianEvent | PureEvent | ApproxEvent
+Event: TypeAlias = (
+    GaussianEvent | LaplaceEvent | DiscreteLaplaceEvent | DiscreteGaussianEvent | ZCDPEvent | PureEvent | ApproxEvent
+)
 
 _KINDS: dict[str, type[Event]] = {
     "gaussian": GaussianEvent,
     "laplace": LaplaceEvent,
     "discrete_laplace": DiscreteLaplaceEvent,
     "discrete_gaussian": DiscreteGaussianEvent,
+    "zcdp": ZCDPEvent,
     "pure": PureEvent,
     "approx": ApproxEvent,
 }
@@ -498,6 +522,8 @@ def _group_pld(event: Event, count: int, interval: float) -> pld_lib.PrivacyLoss
         return pld_lib.from_discrete_gaussian_mechanism(
             event.sigma, sensitivity=event.sensitivity, value_discretization_interval=interval, use_connect_dots=True
         ).self_compose(count)
+    if isinstance(event, ZCDPEvent):
+        raise _OutOfRangeError("a zCDP bound has no privacy loss distribution")
     if isinstance(event, PureEvent):
         return _canonical_pld(event.epsilon, 0.0, count, interval)
     if isinstance(event, ApproxEvent):
@@ -559,6 +585,8 @@ def _rdp_curve(groups: Sequence[_Group], orders: Sequence[float] | None = None) 
         elif isinstance(event, DiscreteGaussianEvent):
             rho = _up(Fraction(event.sensitivity) ** 2 / (2 * Fraction(event.sigma) ** 2))
             main.compose(dp_event.ZCDpEvent(rho), count)
+        elif isinstance(event, ZCDPEvent):
+            main.compose(dp_event.ZCDpEvent(event.rho), count)
         else:
             epsilon = _pure_epsilon(event)
             assert epsilon is not None  # the remaining kinds are pure or approximate DP

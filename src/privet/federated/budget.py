@@ -10,12 +10,13 @@ attempt of the round is ever released.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from privet.dp.accounting import GaussianEvent, compose_epsilon
+from privet.dp.accounting import Event, compose_epsilon
 from privet.dp.ledger import Ledger
 from privet.errors import NotFoundError
 from privet.files import atomic_file
@@ -44,12 +45,12 @@ class RoundCharges:
     def _prefix(self, round_: int) -> str:
         return f"federated run {self.run}, round {round_}:"
 
-    def check_plan(self, event: GaussianEvent, rounds: int, first: int) -> None:
+    def check_plan(self, event: Event, rounds: int, first: int) -> None:
         """Refuse (before anything is released) unless the budget affords rounds ``first``..``rounds``."""
         try:
             remaining = rounds - first + 1 - int(self.charged(first))
             if remaining > 0:
-                plan = GaussianEvent(event.noise_multiplier, event.sample_rate, remaining)
+                plan = dataclasses.replace(event, steps=remaining)
                 self.ledger.preview(self.tenant, self.dataset, [plan], f"{self._prefix(first)} the rest of the run")
         except NotFoundError:
             raise NotFoundError(
@@ -68,7 +69,7 @@ class RoundCharges:
                   for e in c.events]  # fmt: skip
         return compose_epsilon(events, delta, "rdp" if accountant == "rdp" else "pld").epsilon if events else 0.0
 
-    def charge(self, round_: int, event: GaussianEvent, detail: str) -> float:
+    def charge(self, round_: int, event: Event, detail: str) -> float:
         """Charge round ``round_`` (unless an earlier attempt of it was); the budget's epsilon after it."""
         if self.charged(round_):
             status = self.ledger.status(self.tenant, self.dataset)

@@ -26,6 +26,8 @@ Example::
       sample_rate: 0.1             # q: chance a client takes part in a round (default clients_per_round / N)
       ledger: hospitals/patients   # tenant/data set of an existing budget (`privet ledger create`)
       adaptive: {target_quantile: 0.5, learning_rate: 0.2, count_noise: 5.0}   # optional
+                                   # with secure_aggregation: the clients add the noise (distributed discrete
+                                   # Gaussian); no population, sample_rate or adaptive then, same clip
     secure_aggregation:            # optional: the server sees only the sum of the round's updates
       clip: 1.0                    # L2 bound of an update (clients clip), and the fixed-point range
       bits: 16                     # fixed-point bits per coordinate
@@ -87,7 +89,7 @@ class PrivacyConfig(_Strict):
     epsilon: float = Field(gt=0)
     delta: float = Field(gt=0, lt=1)
     clip: float = Field(gt=0)
-    population: int = Field(ge=1)
+    population: int | None = Field(None, ge=1)  # DP-FedAvg only: distributed noise samples nobody
     sample_rate: float | None = Field(None, gt=0, le=1)
     ledger: str
     accountant: Literal["pld", "rdp"] = "pld"
@@ -152,9 +154,25 @@ class FederationConfig(_Strict):
         if self.privacy is not None:
             if not all(self.privacy.budget):
                 raise ValueError(f"privacy.ledger must be TENANT/DATASET, got {self.privacy.ledger!r}")
-            if self.privacy.population < self.clients_per_round and self.privacy.sample_rate is None:
+            if self.secure_aggregation is not None:
+                self._distributed(self.privacy, self.secure_aggregation)
+            elif self.privacy.population is None:
+                raise ValueError("privacy.population (the federation's number of clients) is needed to sample them")
+            elif self.privacy.population < self.clients_per_round and self.privacy.sample_rate is None:
                 raise ValueError("privacy.population cannot be below clients_per_round")
         return self
+
+    @staticmethod
+    def _distributed(privacy: PrivacyConfig, secure: SecureAggregationConfig) -> None:
+        """Privacy with secure aggregation is distributed noise (:mod:`privet.federated.secagg.noise`)."""
+        if privacy.clip != secure.clip:
+            raise ValueError("privacy.clip and secure_aggregation.clip must agree: the clients clip once")
+        if privacy.adaptive is not None:
+            raise ValueError("adaptive clipping needs the server to see each client's norm; with secure "
+                             "aggregation set a fixed privacy.clip")  # fmt: skip
+        if privacy.sample_rate is not None or privacy.population is not None:
+            raise ValueError("with secure aggregation no client sampling is assumed (the server knows who took "
+                             "part): drop privacy.population and privacy.sample_rate")  # fmt: skip
 
     @property
     def client_rate(self) -> float:

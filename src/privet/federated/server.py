@@ -23,7 +23,9 @@ assumes), drawn from the OS CSPRNG; the whole plan is checked against the ledger
 each round is charged before its model leaves the server (:mod:`privet.federated.budget`). Every round is
 released, however few clients answered: running a round again until enough answer would bias the sample the
 accounting assumes. Metrics report the run's epsilon so far and the budget's total. A DP run's noise is not
-seeded, so it does not replay bit for bit.
+seeded, so it does not replay bit for bit. With ``privacy`` *and* ``secure_aggregation`` the clients add the noise
+instead (:mod:`privet.federated.secagg.noise`): the server, which never sees a noiseless update nor any single
+update, charges each round's zCDP, unsampled, for the number of clients whose noisy updates it summed.
 
 Large models: the server holds one copy of the weights. Updates larger than ``spool_over_mb`` arrive, frame by
 frame, in unnamed temporary files under ``state/spool`` (never whole in memory); each is checked (finite, its
@@ -51,6 +53,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from privet.dp.accounting import Event, ZCDPEvent
 from privet.dp.ledger import Ledger
 from privet.errors import FormatError, UsageError
 from privet.federated.budget import RoundCharges, run_id
@@ -115,13 +118,13 @@ class Coordinator:
         settings = {k: v for k, v in config.strategy.items() if k != "name"}
         self.strategy: Strategy = make_strategy(config.strategy["name"], **settings)
         self.charges: RoundCharges | None = None
-        if config.privacy is not None:
+        if config.privacy is not None and config.secure_aggregation is None:
             self.strategy = self._private(self.strategy)
-        self.secure: SecureAggregation | None = None
-        if config.secure_aggregation is not None:
-            self.secure = SecureAggregation(config.secure_aggregation, self.strategy, config)
         torch.manual_seed(config.seed)
         self.flat = initial_parameters(self.spec)
+        self.secure: SecureAggregation | None = None
+        if config.secure_aggregation is not None:
+            self.secure = SecureAggregation(config.secure_aggregation, self.strategy, config, self.flat.numel())
         self.round = 0  # the last completed round
         self.eval = load_records(config.eval_data, image_split="test") if config.eval_data else None
         self._lock = threading.Condition()
@@ -145,11 +148,20 @@ class Coordinator:
             tenant, dataset = config.privacy.budget
             self.charges = RoundCharges(ledger, tenant, dataset, f"{config.name} ({run_id(config.state)})")
             if self.round < config.rounds:
-                self.charges.check_plan(self.strategy.event(), config.rounds, self.round + 1)  # type: ignore[attr-defined]
+                self.charges.check_plan(self._round_event(), config.rounds, self.round + 1)
+
+    def _round_event(self, survivors: int | None = None) -> Event:
+        """What a round releases: DP-FedAvg's subsampled Gaussian, or the distributed noise's zCDP for
+        ``survivors`` clients (the most it can be for any survivor count when ``None``: for planning)."""
+        noise = self.secure.noise if self.secure is not None else None
+        if noise is not None:
+            return ZCDPEvent(noise.planned_rho if survivors is None else noise.rho(survivors))
+        assert isinstance(self.strategy, ClientDP)
+        return self.strategy.event()
 
     def _private(self, base: Strategy) -> ClientDP:
         privacy = self.config.privacy
-        assert privacy is not None
+        assert privacy is not None and privacy.population is not None
         rate = self.config.client_rate
         noise, _ = plan_rounds(
             privacy.epsilon, privacy.delta, sample_rate=rate, rounds=self.config.rounds, accountant=privacy.accountant
@@ -335,7 +347,11 @@ class Coordinator:
         weights = torch.tensor([float(updates[c][1]) for c in answered])
         epsilon = budget_epsilon = None
         if self.charges is not None:  # charged before the round's model exists, let alone leaves
-            budget_epsilon, epsilon = self._charge(round_)
+            assert isinstance(self.strategy, ClientDP)
+            event = self.strategy.event()
+            detail = (f"DP-FedAvg, noise multiplier {event.noise_multiplier:.4g}, client rate "
+                      f"{event.sample_rate:.4g}, clip {self.strategy.clip:.4g}")  # fmt: skip
+            budget_epsilon, epsilon = self._charge(round_, event, detail)
         rows = [updates[c][0] for c in answered]
         if any(isinstance(r, Spooled) for r in rows):
             try:
@@ -357,9 +373,15 @@ class Coordinator:
         if outcome is None or len(outcome.answered) < self.config.min_clients:
             log.warning("round %d: secure aggregation did not complete: running it again", round_)
             return None
+        epsilon = budget_epsilon = None
+        if self.charges is not None and self.secure.noise is not None:  # charged before the new model exists
+            noise, count = self.secure.noise, len(outcome.answered)
+            detail = (f"secure aggregation with distributed discrete Gaussian noise, sigma {noise.sigma:.6g} grid "
+                      f"steps of {noise.gamma:.4g} from each of {count} clients, clip {noise.clip:.4g}")  # fmt: skip
+            budget_epsilon, epsilon = self._charge(round_, self._round_event(count), detail)
         self.flat = self.strategy.apply(self.flat, outcome.mean).float()
         return self._complete(RoundRecord(round_, sampled, outcome.answered, None, outcome.loss,
-                                          time.monotonic() - started))  # fmt: skip
+                                          time.monotonic() - started, epsilon, budget_epsilon))  # fmt: skip
 
     def _complete(self, record: RoundRecord) -> RoundRecord:
         """Evaluate, checkpoint and log a round whose new model is in place."""
@@ -387,31 +409,34 @@ class Coordinator:
             current = self.flat[start:stop]
             current.copy_(self.strategy.apply(current, self.strategy.combine(block, weights)))
 
-    def _charge(self, round_: int) -> tuple[float, float]:
+    def _charge(self, round_: int, event: Event, detail: str) -> tuple[float, float]:
         """Charge ``round_`` to the ledger; the budget's epsilon after it and the run's own so far."""
-        assert self.charges is not None and self.config.privacy is not None and isinstance(self.strategy, ClientDP)
-        event, privacy = self.strategy.event(), self.config.privacy
-        detail = (f"DP-FedAvg, noise multiplier {event.noise_multiplier:.4g}, client rate {event.sample_rate:.4g}, "
-                  f"clip {self.strategy.clip:.4g}")  # fmt: skip
+        assert self.charges is not None and self.config.privacy is not None
         budget = self.charges.charge(round_, event, detail)
-        return budget, self.charges.run_epsilon(privacy.delta, privacy.accountant)
+        return budget, self.charges.run_epsilon(self.config.privacy.delta, self.config.privacy.accountant)
 
     def privacy_summary(self) -> dict[str, object] | None:
         """The run's client-level DP so far (``None`` without privacy): its epsilon and the ledger's total."""
-        if self.charges is None or self.config.privacy is None or not isinstance(self.strategy, ClientDP):
+        if self.charges is None or self.config.privacy is None:
             return None
-        privacy, event = self.config.privacy, self.strategy.event()
+        privacy = self.config.privacy
         status = self.charges.ledger.status(self.charges.tenant, self.charges.dataset)
-        return {
+        summary: dict[str, object] = {
             "epsilon": self.charges.run_epsilon(privacy.delta, privacy.accountant),
             "delta": privacy.delta,
             "rounds": self.round,
-            "noise_multiplier": event.noise_multiplier,
-            "client_rate": event.sample_rate,
-            "clip": self.strategy.clip,
             "ledger": privacy.ledger,
             "budget_epsilon": status.spent.epsilon if status.spent is not None else 0.0,
         }
+        noise = self.secure.noise if self.secure is not None else None
+        if noise is not None:
+            summary.update(noise="distributed", client_sigma=noise.sigma, grid_step=noise.gamma, clip=noise.clip,
+                           min_clients=noise.minimum)  # fmt: skip
+        elif isinstance(self.strategy, ClientDP):
+            event = self.strategy.event()
+            summary.update(noise="server", noise_multiplier=event.noise_multiplier, client_rate=event.sample_rate,
+                           clip=self.strategy.clip)  # fmt: skip
+        return summary
 
     def evaluate(self) -> float | None:
         """Test accuracy of the current global model on ``eval_data`` (``None`` without it)."""

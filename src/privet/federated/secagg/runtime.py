@@ -28,15 +28,16 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from privet.crypto import masks
-from privet.errors import FormatError, UsageError
+from privet.errors import FormatError, IntegrityError, UsageError
 from privet.federated.quantize import Quantizer
+from privet.federated.secagg.noise import DistributedNoise, calibrate
 from privet.federated.secagg.plan import SecAggPlan, plan
 from privet.federated.secagg.protocol import Client, PublicKeys, Round, Server, Unmasking
 from privet.federated.strategies import Strategy
@@ -62,6 +63,17 @@ def _unb64(text: object) -> bytes:
         raise FormatError("a secure-aggregation message holds malformed base64") from None
 
 
+class Encoding(Protocol):
+    """Fixed-point encoding of updates for secure sums: :class:`Quantizer` or :class:`DistributedNoise`."""
+
+    @property
+    def modulus_bits(self) -> int: ...
+
+    def encode(self, update: np.ndarray) -> np.ndarray: ...
+
+    def decode_sum(self, total: np.ndarray, count: int) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class SecureOutcome:
     mean: Tensor  # the unweighted mean of the survivors' clipped updates
@@ -72,7 +84,9 @@ class SecureOutcome:
 class SecureAggregation:
     """The server's side of secure rounds for a run configured with ``secure_aggregation``."""
 
-    def __init__(self, settings: SecureAggregationConfig, strategy: Strategy, config: FederationConfig) -> None:
+    def __init__(
+        self, settings: SecureAggregationConfig, strategy: Strategy, config: FederationConfig, dimension: int
+    ) -> None:
         if type(strategy).combine is not Strategy.combine:
             raise UsageError(
                 f"{strategy.name} needs the individual updates, which secure aggregation hides from the server",
@@ -81,15 +95,17 @@ class SecureAggregation:
             )
         if strategy.norm_bound is not None:
             raise UsageError("with secure aggregation norms are bounded on the clients", "Use secure_aggregation.clip.")
-        if config.privacy is not None:
-            raise UsageError(
-                "client-level DP with secure aggregation needs noise added by the clients, which is not built yet",
-                "Run DP-FedAvg without secure aggregation (server-side noise), or secure aggregation without DP.",
-            )
         self.settings, self.config = settings, config
         # A round of the configured size must be plannable and its sums must fit the modulus: refuse now, not later.
-        self._plan(config.clients_per_round)
-        Quantizer(settings.clip, settings.bits, config.clients_per_round)
+        planned = self._plan(config.clients_per_round)
+        self.noise: DistributedNoise | None = None
+        if config.privacy is not None:
+            privacy = config.privacy
+            self.noise = calibrate(privacy.epsilon, privacy.delta, rounds=config.rounds, clip=settings.clip,
+                                   bits=settings.bits, clients=config.clients_per_round,
+                                   minimum=max(config.min_clients, planned.threshold), dimension=dimension)  # fmt: skip
+        else:
+            Quantizer(settings.clip, settings.bits, config.clients_per_round)
 
     def _plan(self, clients: int) -> SecAggPlan:
         s = self.settings
@@ -101,14 +117,16 @@ class SecureAggregation:
         s, length = self.settings, coordinator.flat.numel()
         index = {peer: i for i, peer in enumerate(sampled)}
         try:
-            quantizer = Quantizer(s.clip, s.bits, len(sampled))
-            secure = Round(self._plan(len(sampled)), length, quantizer.modulus_bits)
+            encoding = self._encoding(len(sampled), length)
+            secure = Round(self._plan(len(sampled)), length, encoding.modulus_bits)
         except UsageError as exc:
             raise UsageError(f"round {round_}: {exc.message}", exc.hint) from None
         server = Server(secure)
         setup = {"round": round_, "round_id": secure.round_id.hex(), "clients": len(sampled),
                  "degree": secure.plan.degree, "threshold": secure.plan.threshold, "bits": s.bits, "clip": s.clip,
                  "modulus_bits": secure.bits, "length": length}  # fmt: skip
+        if self.noise is not None:
+            setup["noise"] = {"sigma": self.noise.sigma, "minimum": self.noise.minimum, "clients": self.noise.clients}
 
         def stage(name: str, peers: list[str], offer: Any, accept: Any, deadline: float) -> dict[int, Any]:
             answers = coordinator.run_stage(round_, name, peers, offer, accept, deadline)
@@ -136,6 +154,9 @@ class SecureAggregation:
         )  # fmt: skip
         try:
             request = server.collect_masked({i: v[0] for i, v in masked.items()})
+            if self.noise is not None and len(request.survivors) < self.noise.minimum:
+                raise UsageError(f"{len(request.survivors)} clients survived, fewer than the {self.noise.minimum} "
+                                 "whose noise the release needs: the round is void")  # fmt: skip
             answers = stage(
                 "unmask", by_index(request.survivors),
                 lambda p: Message("secagg-unmask", {"round": round_, "stage": "unmask",
@@ -148,9 +169,16 @@ class SecureAggregation:
             log.warning("round %d: %s", round_, exc.message)
             return None
         count = len(request.survivors)
-        mean = torch.from_numpy(quantizer.decode_sum(total, count) / count).float()
+        mean = torch.from_numpy(encoding.decode_sum(total, count) / count).float()
         losses = [masked[i][1] for i in sorted(request.survivors)]
         return SecureOutcome(mean, by_index(request.survivors), float(np.mean(losses)))
+
+    def _encoding(self, clients: int, length: int) -> Encoding:
+        """How the round's updates become integers: with privacy, the planned noise (sized for the configured
+        clients per round, which a round never exceeds); without, a quantizer sized for this round."""
+        if self.noise is not None:
+            return self.noise
+        return Quantizer(self.settings.clip, self.settings.bits, clients)
 
 
 def _accept_keys(message: Message, peer: str) -> PublicKeys:
@@ -231,6 +259,11 @@ class ClientSession:
                                       "sealed": {str(j): _b64(box) for j, box in sealed.items()}})  # fmt: skip
         if message.kind == "secagg-unmask":
             request = Unmasking(frozenset(header["survivors"]), frozenset(header["dropped"]))
+            noise = self._setup.get("noise")
+            if noise is not None and len(request.survivors) < int(noise["minimum"]):
+                self._client = None  # refusing ends this client's part in the round
+                raise IntegrityError(f"the server asks to unmask a sum of {len(request.survivors)} clients, fewer "
+                                     f"than the {noise['minimum']} whose noise it needs")  # fmt: skip
             answers = client.unmask(request)
             self._client = None  # the round's secrets are no longer needed
             encoded = {str(j): [kind, _b64(share)] for j, (kind, share) in answers.items()}
@@ -249,9 +282,15 @@ class ClientSession:
         setup = self._setup
         clip = float(setup["clip"])
         norm = float(update.norm())
-        clipped = update * min(1.0, clip / max(norm, 1e-12))
-        quantizer = Quantizer(clip, int(setup["bits"]), int(setup["clients"]))
-        encoded = quantizer.encode(clipped.double().numpy())
+        clipped = update.double() * min(1.0, clip / max(norm, 1e-12))
+        encoding: Encoding = Quantizer(clip, int(setup["bits"]), int(setup["clients"]))
+        if setup.get("noise") is not None:
+            noise = setup["noise"]
+            encoding = DistributedNoise(clip, int(setup["bits"]), int(noise["clients"]), int(noise["minimum"]),
+                                        float(noise["sigma"]), int(setup["length"]))  # fmt: skip
+        if encoding.modulus_bits != int(setup["modulus_bits"]):
+            raise IntegrityError("the server's modulus does not match the round's encoding")
+        encoded = encoding.encode(clipped.numpy())
         secagg = header["secagg"]
         sealed = {int(j): _unb64(box) for j, box in secagg["sealed"].items()}
         masked = client.mask(encoded, sealed, frozenset(int(i) for i in secagg["shared"]))

@@ -238,5 +238,6 @@ def test_demo_runs_and_reports_every_check(tmp_path: Path) -> None:
     checks = {c["name"]: c["ok"] for stage in result["stages"] for c in stage["checks"]}
     assert checks["loaded model predicts identically"] and checks["one flipped bit refused"]
     assert checks["the run completed without the killed hospital"]
+    assert checks["every round's distributed noise was charged to the ledger"]
     assert len(checks) >= 10 and all(checks.values())
     assert not (tmp_path / "ws").exists() or not any((tmp_path / "ws").iterdir())

@@ -266,6 +266,12 @@ def test_secure_rounds_learn_like_plain_ones_and_survive_a_client_lost_after_sha
     assert records[-1].accuracy > 0.9 and abs(records[-1].accuracy - plain_records[-1].accuracy) <= 0.03
     with pytest.raises(UsageError, match="hides from the server"):
         Coordinator(settings("robust", secure_aggregation=secure, strategy={"name": "median"}))
+    # Against a malicious server: signed keys and a consistency round (t > k/2), same sums.
+    _, hardened_records = _run(fed, settings("malicious", rounds=2, clients_per_round=4, min_available=4,
+                                                    secure_aggregation={**secure, "malicious": True}),
+                                      shares, SECURE_CLIENTS[:4])  # fmt: skip
+    assert [r.answered for r in hardened_records] == [["a", "b", "c", "d"]] * 2
+    assert hardened_records[-1].accuracy is not None and hardened_records[-1].accuracy > 0.9
 
 
 def test_secure_rounds_with_distributed_noise_are_charged_per_round_and_learn(

@@ -137,6 +137,9 @@ def client(
     data: Annotated[Path, typer.Option(help="Local records: IDX image folder or CSV/Parquet.", show_default=False)],
     give_up: Annotated[float, typer.Option(help="Seconds without a server before giving up.")] = 120.0,
     threads: Annotated[int, typer.Option(help="CPU threads for local training (small models: 1 is fastest).")] = 1,
+    malicious_server: Annotated[
+        bool, typer.Option(help="Refuse secure rounds that are not hardened against a lying server.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Take part in federated training with local records; only model updates leave this machine."""
@@ -149,7 +152,7 @@ def client(
     torch.set_num_threads(max(1, threads))
     x, y = load_records(data)
     identity = Identity.load(party, _passphrase())
-    report = run_client(server_address, identity, x, y, give_up=give_up)
+    report = run_client(server_address, identity, x, y, give_up=give_up, malicious_server=malicious_server)
     result = {"party": report.party, "rounds": report.rounds, "records": len(x)}
     emit(result, as_json, lambda: stdout.print(f"{report.party} trained in rounds {report.rounds}"))
 

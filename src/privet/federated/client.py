@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from privet.errors import UsageError
+from privet.errors import PrivetError
 from privet.federated.local import LocalSettings, train_locally
 from privet.federated.secagg.runtime import ClientSession
 from privet.models.reference import ModelSpec
@@ -38,13 +38,23 @@ def _fatal(error: RemoteError) -> bool:
 
 
 def run_client(
-    address: str, identity: Identity, x: torch.Tensor, y: torch.Tensor, *, give_up: float = 120.0
+    address: str,
+    identity: Identity,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    give_up: float = 120.0,
+    malicious_server: bool = False,
 ) -> ClientReport:
-    """Take part in the federation at ``address`` until the server says training is done."""
+    """Take part in the federation at ``address`` until the server says training is done.
+
+    ``malicious_server``: take part only in secure rounds hardened against a lying server (signed keys and the
+    consistency round; :mod:`privet.federated.secagg.attest`).
+    """
     party = identity.party
     done: list[int] = []
     backoff, failing_since = _BACKOFF_START, None
-    session = ClientSession()
+    session = ClientSession(identity, malicious=malicious_server)
     with Client(address, identity) as client:
         while True:
             try:
@@ -55,7 +65,7 @@ def run_client(
                 if reply.kind.startswith("secagg-"):  # a secure round's key, share or unmask exchange
                     try:
                         answer = session.answer(reply)
-                    except UsageError as exc:  # e.g. this client restarted mid-round: it is out of that round
+                    except PrivetError as exc:  # restarted mid-round, or refused the server's request: out of it
                         log.warning("%s", exc.message)
                         continue
                     client.call("Submit", answer, timeout=60)
@@ -72,7 +82,7 @@ def run_client(
                 if "secagg" in header:
                     try:
                         update = session.masked_update(header, result.update, result.examples, result.loss)
-                    except UsageError as exc:
+                    except PrivetError as exc:
                         log.warning("%s", exc.message)
                         continue
                 else:

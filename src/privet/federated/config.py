@@ -34,6 +34,7 @@ Example::
       dropout: 0.1                 # planned fraction of clients lost mid-round (sizes neighbourhoods)
       full: false                  # true: every client a neighbour of every other (SecAgg, not SecAgg+)
       colluding: 1                 # or corrupt: 0.05, the fraction that may collude with the server
+      malicious: false             # true: keys signed with client certificates, consistency round, t > k/2
 
 Relative paths are taken from the file's folder.
 """
@@ -112,6 +113,7 @@ class SecureAggregationConfig(_Strict):
     colluding: int | None = Field(None, ge=0)  # or: at most this many (small federations)
     security: int = Field(40, ge=8)  # -log2 of the chance that colluders learn one client's input
     stage_deadline: float = Field(30.0, gt=0)  # seconds each key, share and unmask exchange waits
+    malicious: bool = False  # signed keys and a consistency round, against a server that may lie
 
 
 class FederationConfig(_Strict):

@@ -37,6 +37,7 @@ from torch import Tensor
 from privet.crypto import masks
 from privet.errors import FormatError, IntegrityError, UsageError
 from privet.federated.quantize import Quantizer
+from privet.federated.secagg.attest import Signer, Verifier, consistency_statement, keys_statement
 from privet.federated.secagg.noise import DistributedNoise, calibrate
 from privet.federated.secagg.plan import SecAggPlan, plan
 from privet.federated.secagg.protocol import Client, PublicKeys, Round, Server, Unmasking
@@ -46,6 +47,7 @@ from privet.net.frames import Message, Spooled
 if TYPE_CHECKING:
     from privet.federated.config import FederationConfig, SecureAggregationConfig
     from privet.federated.server import Coordinator
+    from privet.net.rpc import Identity
 
 __all__ = ["ClientSession", "SecureAggregation", "SecureOutcome"]
 
@@ -96,6 +98,7 @@ class SecureAggregation:
         if strategy.norm_bound is not None:
             raise UsageError("with secure aggregation norms are bounded on the clients", "Use secure_aggregation.clip.")
         self.settings, self.config = settings, config
+        self._verifier = Verifier((config.party / "ca.crt").read_bytes()) if settings.malicious else None
         # A round of the configured size must be plannable and its sums must fit the modulus: refuse now, not later.
         planned = self._plan(config.clients_per_round)
         self.noise: DistributedNoise | None = None
@@ -110,7 +113,7 @@ class SecureAggregation:
     def _plan(self, clients: int) -> SecAggPlan:
         s = self.settings
         return plan(clients, dropout=s.dropout, corrupt=s.corrupt, security=s.security, full=s.full,
-                    colluding=s.colluding)  # fmt: skip
+                    colluding=s.colluding, malicious=s.malicious)  # fmt: skip
 
     def run(self, coordinator: Coordinator, round_: int, sampled: list[str]) -> SecureOutcome | None:
         """The four stages for ``sampled``; ``None`` when too few survive (the round is void)."""
@@ -127,6 +130,8 @@ class SecureAggregation:
                  "modulus_bits": secure.bits, "length": length}  # fmt: skip
         if self.noise is not None:
             setup["noise"] = {"sigma": self.noise.sigma, "minimum": self.noise.minimum, "clients": self.noise.clients}
+        if s.malicious:
+            setup["roster"] = sampled  # who sits at each index: what certificates must name
 
         def stage(name: str, peers: list[str], offer: Any, accept: Any, deadline: float) -> dict[int, Any]:
             answers = coordinator.run_stage(round_, name, peers, offer, accept, deadline)
@@ -135,13 +140,18 @@ class SecureAggregation:
         def by_index(indices: Any) -> list[str]:
             return [sampled[i] for i in sorted(indices)]
 
-        keys = stage("keys", sampled, lambda p: Message("secagg-keys", {**setup, "stage": "keys", "index": index[p]}),
-                     _accept_keys, s.stage_deadline)  # fmt: skip
-        routed = server.collect_keys(keys)
+        adverts = stage("keys", sampled,
+                        lambda p: Message("secagg-keys", {**setup, "stage": "keys", "index": index[p]}),
+                        lambda m, p: self._accept_keys(m, p, secure.round_id, index[p]), s.stage_deadline)  # fmt: skip
+        routed = server.collect_keys({i: advert[0] for i, advert in adverts.items()})
+
+        def peers_of(p: str) -> dict[str, list[str]]:
+            return {str(j): [k.sharing.hex(), k.masking.hex(), *(_b64(x) for x in adverts[j][1:])]
+                    for j, k in routed[index[p]].items()}  # fmt: skip
+
         shares = stage(
             "share", by_index(routed),
-            lambda p: Message("secagg-share", {"round": round_, "stage": "share", "peers": {
-                str(j): [k.sharing.hex(), k.masking.hex()] for j, k in routed[index[p]].items()}}),
+            lambda p: Message("secagg-share", {"round": round_, "stage": "share", "peers": peers_of(p)}),
             _accept_shares, s.stage_deadline,
         )  # fmt: skip
         relayed = server.collect_shares({i: v[0] for i, v in shares.items()}, {i: v[1] for i, v in shares.items()})
@@ -157,13 +167,23 @@ class SecureAggregation:
             if self.noise is not None and len(request.survivors) < self.noise.minimum:
                 raise UsageError(f"{len(request.survivors)} clients survived, fewer than the {self.noise.minimum} "
                                  "whose noise the release needs: the round is void")  # fmt: skip
-            answers = stage(
-                "unmask", by_index(request.survivors),
-                lambda p: Message("secagg-unmask", {"round": round_, "stage": "unmask",
-                                                    "survivors": sorted(request.survivors),
-                                                    "dropped": sorted(request.dropped)}),
-                _accept_unmasking, s.stage_deadline,
-            )  # fmt: skip
+            unmasking = {"round": round_, "stage": "unmask", "survivors": sorted(request.survivors),
+                         "dropped": sorted(request.dropped)}  # fmt: skip
+            answering = request.survivors
+            if s.malicious:  # the consistency round: every survivor signs the survivors' set
+                statement = consistency_statement(secure.round_id, request.survivors)
+                signatures = stage(
+                    "confirm", by_index(request.survivors),
+                    lambda p: Message("secagg-confirm", {"round": round_, "stage": "confirm",
+                                                         "survivors": sorted(request.survivors)}),
+                    lambda m, p: self._accept_confirmation(m, p, adverts[index[p]][1], statement), s.stage_deadline,
+                )  # fmt: skip
+                if len(signatures) < secure.plan.threshold:
+                    raise UsageError(f"only {len(signatures)} survivors confirmed the round, fewer than t")
+                unmasking["signatures"] = {str(i): _b64(sig) for i, sig in signatures.items()}
+                answering = frozenset(signatures)
+            answers = stage("unmask", by_index(answering), lambda p: Message("secagg-unmask", unmasking),
+                            _accept_unmasking, s.stage_deadline)  # fmt: skip
             total = server.finish(answers)
         except UsageError as exc:
             log.warning("round %d: %s", round_, exc.message)
@@ -173,6 +193,33 @@ class SecureAggregation:
         losses = [masked[i][1] for i in sorted(request.survivors)]
         return SecureOutcome(mean, by_index(request.survivors), float(np.mean(losses)))
 
+    def _accept_keys(self, message: Message, peer: str, round_id: bytes, index: int) -> tuple[Any, ...]:
+        """A client's public keys; against a malicious server also its certificate and signature, checked here
+        (so a bad one is out before honest clients would abort on it) and again by every neighbour."""
+        try:
+            header = message.header
+            keys = _public_keys(header["sharing"], header["masking"], peer)
+            if not self.settings.malicious:
+                return (keys,)
+            certificate, signature = _unb64(header["certificate"]), _unb64(header["signature"])
+        except (KeyError, TypeError):
+            raise FormatError(f"the keys of {peer} are malformed") from None
+        assert self._verifier is not None
+        key = self._verifier.peer(certificate, peer)
+        if not Verifier.valid(key, signature, keys_statement(round_id, index, peer, keys)):
+            raise IntegrityError(f"the key signature of {peer} does not verify")
+        return keys, certificate, signature
+
+    def _accept_confirmation(self, message: Message, peer: str, certificate: bytes, statement: bytes) -> bytes:
+        assert self._verifier is not None
+        try:
+            signature = _unb64(message.header["signature"])
+        except (KeyError, TypeError):
+            raise FormatError(f"the confirmation of {peer} is malformed") from None
+        if not Verifier.valid(self._verifier.peer(certificate, peer), signature, statement):
+            raise IntegrityError(f"the confirmation signature of {peer} does not verify")
+        return signature
+
     def _encoding(self, clients: int, length: int) -> Encoding:
         """How the round's updates become integers: with privacy, the planned noise (sized for the configured
         clients per round, which a round never exceeds); without, a quantizer sized for this round."""
@@ -181,10 +228,10 @@ class SecureAggregation:
         return Quantizer(self.settings.clip, self.settings.bits, clients)
 
 
-def _accept_keys(message: Message, peer: str) -> PublicKeys:
+def _public_keys(sharing: object, masking: object, peer: str) -> PublicKeys:
     try:
-        keys = PublicKeys(bytes.fromhex(message.header["sharing"]), bytes.fromhex(message.header["masking"]))
-    except (KeyError, ValueError, TypeError):
+        keys = PublicKeys(bytes.fromhex(str(sharing)), bytes.fromhex(str(masking)))
+    except ValueError:
         raise FormatError(f"the keys of {peer} are malformed") from None
     if len(keys.sharing) != 32 or len(keys.masking) != 32:
         raise FormatError(f"the keys of {peer} are not X25519 public keys")
@@ -220,12 +267,24 @@ def _accept_unmasking(message: Message, peer: str) -> dict[int, tuple[str, bytes
 
 
 class ClientSession:
-    """A client's protocol state for the current secure round (none between rounds or after a restart)."""
+    """A client's protocol state for the current secure round (none between rounds or after a restart).
 
-    def __init__(self) -> None:
+    With ``identity`` the client signs its round keys and checks its neighbours' whenever the server's round
+    names a roster; with ``malicious`` it also refuses any round without one, or whose threshold does not exceed
+    half the neighbourhood (what the consistency round needs), so a server cannot downgrade it.
+    """
+
+    def __init__(self, identity: Identity | None = None, *, malicious: bool = False) -> None:
+        if malicious and identity is None:
+            raise UsageError("a client that guards against a malicious server needs its identity to sign keys")
+        self._signer = Signer(identity.certificate_pem, identity.key_pem) if identity is not None else None
+        self._verifier = Verifier(identity.ca_pem) if identity is not None else None
+        self.malicious = malicious
         self._round: int | None = None
         self._client: Client | None = None
         self._setup: Mapping[str, Any] = {}
+        self._peer_keys: dict[int, Any] = {}
+        self._confirmed: frozenset[int] | None = None
 
     def _current(self, header: Mapping[str, Any]) -> Client:
         if self._client is None or header.get("round") != self._round:
@@ -233,42 +292,97 @@ class ClientSession:
         return self._client
 
     def answer(self, message: Message) -> Message:
-        """The answer to one of the server's protocol messages (keys, shares, or unmasking)."""
+        """The answer to one of the server's protocol messages (keys, shares, confirmation or unmasking)."""
         try:
             return self._answer(message)
-        except (KeyError, ValueError, TypeError, AttributeError):
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError):
             raise FormatError(f"the server's {message.kind!r} message is malformed") from None
+
+    def _refuse(self, error: Exception) -> None:
+        self._client = None  # refusing ends this client's part in the round
+        raise error
 
     def _answer(self, message: Message) -> Message:
         header = message.header
         if message.kind == "secagg-keys":
-            secure_plan = SecAggPlan(int(header["clients"]), int(header["degree"]), int(header["threshold"]),
-                                     0.0, 0.0, 0, 0)  # fmt: skip
-            secure = Round(secure_plan, int(header["length"]), int(header["modulus_bits"]),
-                           bytes.fromhex(header["round_id"]))  # fmt: skip
-            self._round, self._setup = header["round"], dict(header)
-            self._client = Client(int(header["index"]), secure)
-            keys = self._client.advertise()
-            return Message("keys", {"round": self._round, "stage": "keys", "sharing": keys.sharing.hex(),
-                                    "masking": keys.masking.hex()})  # fmt: skip
+            return self._advertise(header)
         client = self._current(header)
+        roster = self._setup.get("roster")
         if message.kind == "secagg-share":
-            peers = {int(j): PublicKeys(bytes.fromhex(a), bytes.fromhex(b)) for j, (a, b) in header["peers"].items()}
+            peers = {int(j): PublicKeys(bytes.fromhex(v[0]), bytes.fromhex(v[1])) for j, v in header["peers"].items()}
+            if roster is not None:
+                self._check_peers(header["peers"], peers, roster)
             sealed = client.share(peers)
             return Message("shares", {"round": self._round, "stage": "share", "commitment": client.commitment.hex(),
                                       "sealed": {str(j): _b64(box) for j, box in sealed.items()}})  # fmt: skip
+        if message.kind == "secagg-confirm":
+            survivors = frozenset(int(i) for i in header["survivors"])
+            if roster is None or self._signer is None or client.index not in survivors:
+                self._refuse(IntegrityError("the server asks to confirm a round this client cannot confirm"))
+            if len(survivors) < client.round.plan.threshold:
+                self._refuse(IntegrityError("the server asks to confirm a set of survivors smaller than t"))
+            self._confirmed = survivors
+            signature = self._signer.sign(consistency_statement(client.round.round_id, survivors))
+            return Message("confirmed", {"round": self._round, "stage": "confirm", "signature": _b64(signature)})
         if message.kind == "secagg-unmask":
             request = Unmasking(frozenset(header["survivors"]), frozenset(header["dropped"]))
             noise = self._setup.get("noise")
             if noise is not None and len(request.survivors) < int(noise["minimum"]):
-                self._client = None  # refusing ends this client's part in the round
-                raise IntegrityError(f"the server asks to unmask a sum of {len(request.survivors)} clients, fewer "
-                                     f"than the {noise['minimum']} whose noise it needs")  # fmt: skip
+                self._refuse(IntegrityError(f"the server asks to unmask a sum of {len(request.survivors)} clients, "
+                                            f"fewer than the {noise['minimum']} whose noise it needs"))  # fmt: skip
+            if roster is not None:
+                self._check_consistency(client, request, header.get("signatures") or {})
             answers = client.unmask(request)
             self._client = None  # the round's secrets are no longer needed
             encoded = {str(j): [kind, _b64(share)] for j, (kind, share) in answers.items()}
             return Message("unmasked", {"round": self._round, "stage": "unmask", "answers": encoded})
         raise UsageError(f"unknown secure-aggregation message {message.kind!r}")
+
+    def _advertise(self, header: Mapping[str, Any]) -> Message:
+        secure_plan = SecAggPlan(int(header["clients"]), int(header["degree"]), int(header["threshold"]),
+                                 0.0, 0.0, 0, 0)  # fmt: skip
+        secure = Round(secure_plan, int(header["length"]), int(header["modulus_bits"]),
+                       bytes.fromhex(header["round_id"]))  # fmt: skip
+        self._round, self._setup, self._client = header["round"], dict(header), None
+        self._peer_keys, self._confirmed = {}, None
+        index, roster = int(header["index"]), header.get("roster")
+        if self.malicious and (roster is None or 2 * secure_plan.threshold <= secure_plan.degree):
+            raise IntegrityError(f"round {self._round} runs without signed keys or with t <= k/2, which this client "
+                                 "refuses (it guards against a malicious server)")  # fmt: skip
+        if roster is not None and (self._signer is None or roster[index] != self._signer.party
+                                   or len(set(roster)) != len(roster)):  # fmt: skip
+            raise IntegrityError(f"round {self._round}'s roster does not put this client at index {index}")
+        self._client = Client(index, secure)
+        keys = self._client.advertise()
+        answer = {"round": self._round, "stage": "keys", "sharing": keys.sharing.hex(), "masking": keys.masking.hex()}
+        if roster is not None:
+            assert self._signer is not None
+            statement = keys_statement(secure.round_id, index, self._signer.party, keys)
+            answer.update(certificate=_b64(self._signer.certificate_pem), signature=_b64(self._signer.sign(statement)))
+        return Message("keys", answer)
+
+    def _check_peers(self, raw: Mapping[str, Any], peers: Mapping[int, PublicKeys], roster: list[str]) -> None:
+        """Every neighbour's keys signed under a certificate the federation's CA issued to that party."""
+        assert self._verifier is not None and self._client is not None
+        for j, keys in peers.items():
+            certificate, signature = _unb64(raw[str(j)][2]), _unb64(raw[str(j)][3])
+            key = self._verifier.peer(certificate, roster[j])
+            if not Verifier.valid(key, signature, keys_statement(self._client.round.round_id, j, roster[j], keys)):
+                self._refuse(IntegrityError(f"the keys relayed for {roster[j]} are not signed by it"))
+            self._peer_keys[j] = key
+
+    def _check_consistency(self, client: Client, request: Unmasking, signatures: Mapping[str, Any]) -> None:
+        """The survivors' set is the one this client signed, and at least t of its neighbours signed it too."""
+        if self._confirmed != request.survivors:
+            self._refuse(IntegrityError("the server's survivors differ from the set this client confirmed"))
+        statement = consistency_statement(client.round.round_id, request.survivors)
+        valid = sum(
+            1 for j, signature in signatures.items()
+            if int(j) in self._peer_keys and int(j) in request.survivors
+            and Verifier.valid(self._peer_keys[int(j)], _unb64(signature), statement)
+        )  # fmt: skip
+        if valid < client.round.plan.threshold:
+            self._refuse(IntegrityError(f"only {valid} neighbours confirmed the survivors, fewer than t"))
 
     def masked_update(self, header: Mapping[str, Any], update: Tensor, examples: int, loss: float) -> Message:
         """Clip, encode and mask a trained update for the ``mask`` stage."""

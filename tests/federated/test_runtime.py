@@ -272,6 +272,14 @@ def test_secure_rounds_learn_like_plain_ones_and_survive_a_client_lost_after_sha
                                       shares, SECURE_CLIENTS[:4])  # fmt: skip
     assert [r.answered for r in hardened_records] == [["a", "b", "c", "d"]] * 2
     assert hardened_records[-1].accuracy is not None and hardened_records[-1].accuracy > 0.9
+    # CKKS instead of masking: the server adds ciphertexts with the public parameters, one client decrypts.
+    _, he_records = _run(fed, settings("ckks", rounds=2, clients_per_round=4, min_available=4,
+                                       secure_aggregation={"clip": 10.0, "method": "ckks", "stage_deadline": 5}),
+                         shares, SECURE_CLIENTS[:4])  # fmt: skip
+    assert [r.answered for r in he_records] == [["a", "b", "c", "d"]] * 2
+    assert he_records[-1].accuracy == pytest.approx(hardened_records[-1].accuracy, abs=0.03)
+    assert b"secret" not in (fed.directory / "server" / "he.pub").read_bytes()
+    assert not list((fed.directory / "server").glob("he.key"))
 
 
 def test_secure_rounds_with_distributed_noise_are_charged_per_round_and_learn(

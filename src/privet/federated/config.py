@@ -35,6 +35,7 @@ Example::
       full: false                  # true: every client a neighbour of every other (SecAgg, not SecAgg+)
       colluding: 1                 # or corrupt: 0.05, the fraction that may collude with the server
       malicious: false             # true: keys signed with client certificates, consistency round, t > k/2
+      method: secagg               # or ckks: CKKS homomorphic sums; every client holds the key (docs/secagg.md)
 
 Relative paths are taken from the file's folder.
 """
@@ -114,6 +115,7 @@ class SecureAggregationConfig(_Strict):
     security: int = Field(40, ge=8)  # -log2 of the chance that colluders learn one client's input
     stage_deadline: float = Field(30.0, gt=0)  # seconds each key, share and unmask exchange waits
     malicious: bool = False  # signed keys and a consistency round, against a server that may lie
+    method: Literal["secagg", "ckks"] = "secagg"  # masking (SecAgg+), or CKKS homomorphic sums (TenSEAL)
 
 
 class FederationConfig(_Strict):
@@ -150,12 +152,21 @@ class FederationConfig(_Strict):
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit() or int(port) > 65535:
             raise ValueError(f"listen must be HOST:PORT (port 0-65535), got {self.listen!r}")
+        if (
+            self.secure_aggregation is not None
+            and self.secure_aggregation.method == "ckks"
+            and (self.secure_aggregation.malicious)
+        ):
+            raise ValueError("with method ckks every client holds the secret key: there is no malicious-server mode")
         if self.secure_aggregation is not None and min(self.available, self.clients_per_round) < 3:
             raise ValueError("secure aggregation needs rounds of at least 3 clients: set clients_per_round and "
                              "min_available (or min_clients) to 3 or more")  # fmt: skip
         if self.privacy is not None:
             if not all(self.privacy.budget):
                 raise ValueError(f"privacy.ledger must be TENANT/DATASET, got {self.privacy.ledger!r}")
+            if self.secure_aggregation is not None and self.secure_aggregation.method == "ckks":
+                raise ValueError("distributed DP noise is built on the masked integer sums: with privacy use "
+                                 "secure_aggregation.method secagg")  # fmt: skip
             if self.secure_aggregation is not None:
                 self._distributed(self.privacy, self.secure_aggregation)
             elif self.privacy.population is None:

@@ -3,12 +3,15 @@
 Layout (each party gets its own folder, to be handed to it with its passphrase)::
 
     OUT/ca/ca.crt, ca.key, crl.pem, parties.json   # the CA: stays with the coordinator
-    OUT/server/ca.crt, party.crt, party.key, crl.pem
-    OUT/clients/<id>/ca.crt, party.crt, party.key
+    OUT/server/ca.crt, party.crt, party.key, crl.pem, he.pub
+    OUT/clients/<id>/ca.crt, party.crt, party.key, he.key
 
 Every ``*.key`` is PKCS#8 encrypted under its own random passphrase (24 random bytes, URL-safe base64), which
 :func:`provision` returns and the CLI prints once; key files are written with mode 0600. ``parties.json`` maps
-each certificate's serial number to its party, for revocation. The whole directory is written atomically: an
+each certificate's serial number to its party, for revocation. ``he.key`` is the federation's CKKS secret key for
+homomorphic aggregation (:mod:`privet.federated.secagg.ckks`: the same for every client, never given to the
+server, which gets only the public parameters in ``he.pub``), sealed with AES-256-GCM under a key derived from
+the client's own party key, so it is as safe as that key's passphrase. The whole directory is written atomically: an
 interrupted provisioning leaves nothing behind.
 """
 
@@ -21,11 +24,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from privet.crypto import pki
-from privet.errors import NotFoundError, UsageError
+from privet.crypto.keyed import Aead, derive_key
+from privet.errors import IntegrityError, NotFoundError, UsageError
+from privet.federated.secagg.ckks import HEKeys
 from privet.files import atomic_directory, atomic_file
 
-__all__ = ["Provisioned", "provision", "revoke"]
+__all__ = ["Provisioned", "open_he_keys", "provision", "revoke"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ def provision(
     crl = pki.revocation_list(authority, [])
     ca_pem = authority.certificate_pem()
     parties: dict[str, str] = {}
+    he_keys = HEKeys.generate()
     with atomic_directory(out) as root:
         _write(root / "ca" / "ca.crt", ca_pem)
         _write(root / "ca" / "ca.key", pki.key_to_pem(authority.key, secrets["ca"].encode()), 0o600)
@@ -75,9 +84,30 @@ def provision(
             _write(folder / "ca.crt", ca_pem)
             _write(folder / "party.crt", issued.certificate_pem())
             _write(folder / "party.key", pki.key_to_pem(issued.key, secrets[party].encode()), 0o600)
+            if party != "server":
+                sealed = _he_seal(issued.key, party).seal(he_keys.secret_bytes(), party.encode())
+                _write(folder / "he.key", sealed, 0o600)
         _write(root / "server" / "crl.pem", crl)
+        _write(root / "server" / "he.pub", he_keys.public_bytes())
         _write(root / "ca" / "parties.json", json.dumps({"name": name, "serials": parties}, indent=1).encode())
     return Provisioned(out, secrets)
+
+
+def _he_seal(key: ec.EllipticCurvePrivateKey, party: str) -> Aead:
+    scalar = key.private_numbers().private_value.to_bytes(32, "big")
+    return Aead(derive_key(scalar, b"privet fl he.key " + party.encode()))
+
+
+def open_he_keys(sealed: bytes, key_pem: bytes, party: str) -> HEKeys:
+    """A client's CKKS keys from its ``he.key`` and its unlocked party key (PEM)."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise UsageError("the party key is not an ECDSA key", "Use the folder `privet fl provision` wrote.")
+    try:
+        return HEKeys.from_secret_bytes(_he_seal(key, party).open(sealed, party.encode()))
+    except IntegrityError:
+        raise IntegrityError(f"he.key of {party!r} does not open with its party key",
+                             "Use the he.key provisioned with this party's folder.") from None  # fmt: skip
 
 
 def revoke(federation: Path, party: str, ca_passphrase: bytes) -> bytes:

@@ -49,13 +49,14 @@ class Identity:
     certificate_pem: bytes
     key_pem: bytes
     crl_pem: bytes | None = None
+    he_key: bytes | None = None  # a client's sealed CKKS key (he.key), opened where homomorphic aggregation needs it
 
     def __repr__(self) -> str:  # the key never reaches a log
         return f"Identity({pki.client_id(pki.certificate_from_pem(self.certificate_pem))!r})"
 
     @classmethod
     def load(cls, directory: Path, passphrase: bytes) -> Identity:
-        """Read ``ca.crt``, ``party.crt``, ``party.key`` (encrypted) and, if present, ``crl.pem``."""
+        """Read ``ca.crt``, ``party.crt``, ``party.key`` (encrypted) and, if present, ``crl.pem`` and ``he.key``."""
         directory = Path(directory)
         try:
             ca, cert, key = ((directory / n).read_bytes() for n in ("ca.crt", "party.crt", "party.key"))
@@ -63,9 +64,10 @@ class Identity:
             raise UsageError(
                 f"{exc.filename} is missing", "Point at a directory `privet fl provision` wrote."
             ) from None
-        crl_path = directory / "crl.pem"
+        crl_path, he_path = directory / "crl.pem", directory / "he.key"
         crl = crl_path.read_bytes() if crl_path.exists() else None
-        return cls(ca, cert, pki.unlocked_key_pem(key, passphrase), crl)
+        he_key = he_path.read_bytes() if he_path.exists() else None
+        return cls(ca, cert, pki.unlocked_key_pem(key, passphrase), crl, he_key)
 
     @property
     def party(self) -> str:

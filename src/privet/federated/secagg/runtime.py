@@ -35,8 +35,10 @@ import torch
 from torch import Tensor
 
 from privet.crypto import masks
-from privet.errors import FormatError, IntegrityError, UsageError
+from privet.errors import FormatError, IntegrityError, PrivetError, UsageError
+from privet.federated.provision import open_he_keys
 from privet.federated.quantize import Quantizer
+from privet.federated.secagg import ckks
 from privet.federated.secagg.attest import Signer, Verifier, consistency_statement, keys_statement
 from privet.federated.secagg.noise import DistributedNoise, calibrate
 from privet.federated.secagg.plan import SecAggPlan, plan
@@ -99,9 +101,18 @@ class SecureAggregation:
             raise UsageError("with secure aggregation norms are bounded on the clients", "Use secure_aggregation.clip.")
         self.settings, self.config = settings, config
         self._verifier = Verifier((config.party / "ca.crt").read_bytes()) if settings.malicious else None
+        self._he_public = None
+        if settings.method == "ckks":
+            try:
+                self._he_public = ckks.HEKeys.from_public_bytes((config.party / "he.pub").read_bytes())
+            except FileNotFoundError:
+                hint = "Provision the federation again with this privet (it writes the CKKS keys)."
+                raise UsageError(f"{config.party / 'he.pub'} is missing", hint) from None
+        self.noise: DistributedNoise | None = None
+        if settings.method == "ckks":
+            return
         # A round of the configured size must be plannable and its sums must fit the modulus: refuse now, not later.
         planned = self._plan(config.clients_per_round)
-        self.noise: DistributedNoise | None = None
         if config.privacy is not None:
             privacy = config.privacy
             self.noise = calibrate(privacy.epsilon, privacy.delta, rounds=config.rounds, clip=settings.clip,
@@ -116,7 +127,9 @@ class SecureAggregation:
                     colluding=s.colluding, malicious=s.malicious)  # fmt: skip
 
     def run(self, coordinator: Coordinator, round_: int, sampled: list[str]) -> SecureOutcome | None:
-        """The four stages for ``sampled``; ``None`` when too few survive (the round is void)."""
+        """The round's stages for ``sampled``; ``None`` when too few survive (the round is void)."""
+        if self.settings.method == "ckks":
+            return self._run_ckks(coordinator, round_, sampled)
         s, length = self.settings, coordinator.flat.numel()
         index = {peer: i for i, peer in enumerate(sampled)}
         try:
@@ -193,6 +206,36 @@ class SecureAggregation:
         losses = [masked[i][1] for i in sorted(request.survivors)]
         return SecureOutcome(mean, by_index(request.survivors), float(np.mean(losses)))
 
+    def _run_ckks(self, coordinator: Coordinator, round_: int, sampled: list[str]) -> SecureOutcome | None:
+        """Clients train and send CKKS ciphertexts; the server adds them; one survivor decrypts the sum."""
+        assert self._he_public is not None
+        public = self._he_public
+        task = {"secagg": {"method": "ckks", "clip": self.settings.clip}}
+        encrypted = coordinator.run_stage(round_, "encrypt", sampled,
+                                          lambda _p: coordinator.task_message(round_, "encrypt", task),
+                                          _accept_ciphertext, self.config.round_deadline)  # fmt: skip
+        answered = sorted(encrypted)
+        if len(answered) < max(2, self.config.min_clients):
+            log.warning("round %d: %d clients answered, too few for a sum", round_, len(answered))
+            return None
+        try:
+            total = ckks.add([encrypted[p][0] for p in answered], public)
+        except PrivetError as exc:
+            log.warning("round %d: %s", round_, exc.message)
+            return None
+        for decryptor in answered[:3]:  # one survivor decrypts; if it has gone, the next one
+            result = coordinator.run_stage(
+                round_, "decrypt", [decryptor],
+                lambda _p: Message("secagg-decrypt", {"round": round_, "stage": "decrypt", "count": len(answered)},
+                                   total),
+                lambda m, p: _accept_plain_sum(m, p, coordinator.flat.numel()), self.settings.stage_deadline,
+            )  # fmt: skip
+            if decryptor in result:
+                mean = torch.from_numpy(result[decryptor] / len(answered)).float()
+                return SecureOutcome(mean, answered, float(np.mean([encrypted[p][1] for p in answered])))
+        log.warning("round %d: no client decrypted the sum in time", round_)
+        return None
+
     def _accept_keys(self, message: Message, peer: str, round_id: bytes, index: int) -> tuple[Any, ...]:
         """A client's public keys; against a malicious server also its certificate and signature, checked here
         (so a bad one is out before honest clients would abort on it) and again by every neighbour."""
@@ -238,6 +281,30 @@ def _public_keys(sharing: object, masking: object, peer: str) -> PublicKeys:
     return keys
 
 
+def _accept_ciphertext(message: Message, peer: str) -> tuple[bytes, float]:
+    payload = message.payload
+    if isinstance(payload, Spooled):
+        spooled, payload = payload, payload.read(0, payload.nbytes)
+        spooled.close()
+    loss = float(message.header.get("loss", 0.0))
+    if not math.isfinite(loss):
+        raise UsageError(f"the loss reported by {peer} is not finite")
+    return bytes(payload), loss
+
+
+def _accept_plain_sum(message: Message, peer: str, length: int) -> np.ndarray:
+    payload = message.payload
+    if isinstance(payload, Spooled):
+        spooled, payload = payload, payload.read(0, payload.nbytes)
+        spooled.close()
+    if len(payload) != 8 * length:
+        raise FormatError(f"the decrypted sum from {peer} does not fit the model")
+    values = np.frombuffer(bytes(payload), dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise UsageError(f"the decrypted sum from {peer} is not finite")
+    return values
+
+
 def _accept_shares(message: Message, peer: str) -> tuple[dict[int, bytes], bytes]:
     try:
         sealed = {int(j): _unb64(box) for j, box in message.header["sealed"].items()}
@@ -280,6 +347,8 @@ class ClientSession:
         self._signer = Signer(identity.certificate_pem, identity.key_pem) if identity is not None else None
         self._verifier = Verifier(identity.ca_pem) if identity is not None else None
         self.malicious = malicious
+        self._identity = identity
+        self._he_keys: ckks.HEKeys | None = None
         self._round: int | None = None
         self._client: Client | None = None
         self._setup: Mapping[str, Any] = {}
@@ -306,6 +375,8 @@ class ClientSession:
         header = message.header
         if message.kind == "secagg-keys":
             return self._advertise(header)
+        if message.kind == "secagg-decrypt":
+            return self._decrypt(message)
         client = self._current(header)
         roster = self._setup.get("roster")
         if message.kind == "secagg-share":
@@ -337,6 +408,23 @@ class ClientSession:
             encoded = {str(j): [kind, _b64(share)] for j, (kind, share) in answers.items()}
             return Message("unmasked", {"round": self._round, "stage": "unmask", "answers": encoded})
         raise UsageError(f"unknown secure-aggregation message {message.kind!r}")
+
+    def _he(self) -> ckks.HEKeys:
+        if self._identity is None or self._identity.he_key is None:
+            raise UsageError("this client has no he.key for homomorphic aggregation",
+                             "Use a party folder from `privet fl provision` that holds he.key.")  # fmt: skip
+        if self._he_keys is None:
+            self._he_keys = open_he_keys(self._identity.he_key, self._identity.key_pem, self._identity.party)
+        return self._he_keys
+
+    def _decrypt(self, message: Message) -> Message:
+        """Decrypt a round's homomorphic sum (of at least two updates: one alone would be that client's)."""
+        header, payload = message.header, message.payload
+        if int(header["count"]) < 2:
+            raise IntegrityError("the server asks to decrypt a sum of fewer than two updates")
+        total = ckks.decrypt(bytes(payload), self._he())
+        return Message("decrypted", {"round": header["round"], "stage": "decrypt"},
+                       memoryview(total.astype(np.float64)).cast("B"))  # fmt: skip
 
     def _advertise(self, header: Mapping[str, Any]) -> Message:
         secure_plan = SecAggPlan(int(header["clients"]), int(header["degree"]), int(header["threshold"]),
@@ -392,6 +480,12 @@ class ClientSession:
             raise FormatError("the server's secure training task is malformed") from None
 
     def _masked_update(self, header: Mapping[str, Any], update: Tensor, examples: int, loss: float) -> Message:
+        if header["secagg"].get("method") == "ckks":
+            clip = float(header["secagg"]["clip"])
+            clipped = update.double() * min(1.0, clip / max(float(update.norm()), 1e-12))
+            sealed = ckks.encrypt(clipped.numpy(), self._he())
+            return Message("update", {"round": header["round"], "stage": header["stage"], "examples": examples,
+                                      "loss": loss}, sealed)  # fmt: skip
         client = self._current(header)
         setup = self._setup
         clip = float(setup["clip"])

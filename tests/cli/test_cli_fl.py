@@ -208,7 +208,11 @@ def test_a_secure_run_killed_mid_round_restarts_that_round_with_fresh_keys(
     server.send_signal(signal.SIGKILL)
     server.wait()
     completed = len(metrics.read_text().splitlines())
+    journal = json.loads((root / "secure-killed" / "secagg.json").read_text())  # where the killed round stood
     restarted = _finish(_server(root, config, secrets))
+    after = json.loads((root / "secure-killed" / "secagg.json").read_text())
+    assert after["stage"] == "done" and after["round"] == 6 and journal["round_id"] in after["retired"]
+    assert after["round_id"] not in after["retired"] and len(set(after["retired"])) == len(after["retired"])
     assert restarted["rounds"] == 6 and restarted["ran"][0] == completed + 1 and restarted["accuracy"] > 0.9
     lines = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [line["round"] for line in lines] == list(range(1, 7))

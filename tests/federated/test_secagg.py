@@ -3,6 +3,9 @@ looks uniform; keys and masks are fresh each round; a client refuses requests th
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -10,9 +13,10 @@ from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from privet.crypto import shamir
-from privet.errors import IntegrityError, UsageError
+from privet.errors import FormatError, IntegrityError, UsageError
 from privet.federated.secagg.plan import neighbours, plan
 from privet.federated.secagg.protocol import Client, Round, Server, Unmasking
+from privet.federated.secagg.runtime import Journal
 
 
 def run_round(
@@ -181,3 +185,18 @@ def test_a_bad_share_is_caught_when_the_secret_is_rebuilt() -> None:
     server.commitments[0] = bytes(32)
     with pytest.raises(IntegrityError, match="client 0 reconstructs wrongly"):
         server.finish(answers)
+
+
+def test_the_journal_retires_every_round_id_it_has_seen(tmp_path: Path) -> None:
+
+    journal = Journal(tmp_path / "secagg.json")
+    first, second = os.urandom(16), os.urandom(16)
+    journal.enter(1, first, "keys", ["a", "b", "c"])
+    journal.enter(1, first, "share", ["a", "b", "c"])
+    journal.enter(1, second, "keys", ["a", "b", "c"])  # the round ran again: the first attempt's id is retired
+    assert journal.retired == [first.hex()]
+    reopened = Journal(tmp_path / "secagg.json")  # a restart mid-round retires the interrupted attempt too
+    assert reopened.retired == [first.hex(), second.hex()]
+    (tmp_path / "secagg.json").write_text("{not json")
+    with pytest.raises(FormatError, match="is damaged"):
+        Journal(tmp_path / "secagg.json")

@@ -24,10 +24,12 @@ restarted client has none, so it is simply a client that dropped.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -44,6 +46,7 @@ from privet.federated.secagg.noise import DistributedNoise, calibrate
 from privet.federated.secagg.plan import SecAggPlan, plan
 from privet.federated.secagg.protocol import Client, PublicKeys, Round, Server, Unmasking
 from privet.federated.strategies import Strategy
+from privet.files import atomic_file
 from privet.net.frames import Message, Spooled
 
 if TYPE_CHECKING:
@@ -51,7 +54,9 @@ if TYPE_CHECKING:
     from privet.federated.server import Coordinator
     from privet.net.rpc import Identity
 
-__all__ = ["ClientSession", "SecureAggregation", "SecureOutcome"]
+__all__ = ["ClientSession", "Journal", "SecureAggregation", "SecureOutcome"]
+
+_RETIRED_KEPT = 10_000  # round ids remembered: far more rounds than any run has
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,41 @@ def _unb64(text: object) -> bytes:
         return base64.b64decode(str(text), validate=True)
     except ValueError:
         raise FormatError("a secure-aggregation message holds malformed base64") from None
+
+
+class Journal:
+    """Where a secure round stands, written atomically as each stage opens (``state/secagg.json``).
+
+    A server restarted mid-round finds the interrupted round here and runs it again from the keys stage: the
+    round's keys, seeds and masks lived only in the processes of that attempt (the clients' die with the
+    round, the server never had them), so completing it is impossible and restarting it costs nothing but time.
+    Its round id is *retired*: every later round id is checked against the retired ones, so no round's keys or
+    masks are used twice, even if the random generator failed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.retired: list[str] = []
+        if path.exists():
+            try:
+                state = json.loads(path.read_text())
+                self.retired = [*map(str, state["retired"]), str(state["round_id"])]
+                if state["stage"] != "done":
+                    log.warning("secure round %d was interrupted at its %s stage; it runs again with fresh keys",
+                                state["round"], state["stage"])  # fmt: skip
+            except (ValueError, KeyError, TypeError):
+                raise FormatError(f"{path} is damaged", "Restore it from a backup or remove the run's state.") from None
+        self._round_id = ""
+
+    def enter(self, round_: int, round_id: bytes, stage: str, peers: list[str]) -> None:
+        if round_id.hex() != self._round_id:
+            if self._round_id:
+                self.retired.append(self._round_id)
+            self._round_id = round_id.hex()
+        record = {"round": round_, "round_id": self._round_id, "stage": stage, "peers": sorted(peers),
+                  "retired": self.retired[-_RETIRED_KEPT:]}  # fmt: skip
+        with atomic_file(self.path, mode=0o644) as handle:
+            handle.write(json.dumps(record).encode())
 
 
 class Encoding(Protocol):
@@ -109,6 +149,7 @@ class SecureAggregation:
                 hint = "Provision the federation again with this privet (it writes the CKKS keys)."
                 raise UsageError(f"{config.party / 'he.pub'} is missing", hint) from None
         self.noise: DistributedNoise | None = None
+        self.journal = Journal(config.state / "secagg.json")
         if settings.method == "ckks":
             return
         # A round of the configured size must be plannable and its sums must fit the modulus: refuse now, not later.
@@ -137,6 +178,8 @@ class SecureAggregation:
             secure = Round(self._plan(len(sampled)), length, encoding.modulus_bits)
         except UsageError as exc:
             raise UsageError(f"round {round_}: {exc.message}", exc.hint) from None
+        if secure.round_id.hex() in self.journal.retired:  # 2^-128 by chance; a broken generator otherwise
+            raise IntegrityError("a round id repeats an earlier round's: refusing to reuse keys or masks")
         server = Server(secure)
         setup = {"round": round_, "round_id": secure.round_id.hex(), "clients": len(sampled),
                  "degree": secure.plan.degree, "threshold": secure.plan.threshold, "bits": s.bits, "clip": s.clip,
@@ -147,6 +190,7 @@ class SecureAggregation:
             setup["roster"] = sampled  # who sits at each index: what certificates must name
 
         def stage(name: str, peers: list[str], offer: Any, accept: Any, deadline: float) -> dict[int, Any]:
+            self.journal.enter(round_, secure.round_id, name, peers)
             answers = coordinator.run_stage(round_, name, peers, offer, accept, deadline)
             return {index[peer]: value for peer, value in answers.items()}
 
@@ -202,6 +246,7 @@ class SecureAggregation:
             log.warning("round %d: %s", round_, exc.message)
             return None
         count = len(request.survivors)
+        self.journal.enter(round_, secure.round_id, "done", by_index(request.survivors))
         mean = torch.from_numpy(encoding.decode_sum(total, count) / count).float()
         losses = [masked[i][1] for i in sorted(request.survivors)]
         return SecureOutcome(mean, by_index(request.survivors), float(np.mean(losses)))

@@ -53,16 +53,6 @@ def test_server_noise_has_the_stated_size() -> None:
     assert abs(float(out.std()) / expected_std - 1) < 0.03 and abs(float(out.mean())) < 0.01
 
 
-def test_distributed_noise_is_left_to_clients() -> None:
-    strategy = _dp(placement="distributed", min_clients=4, clip=2.0, noise_multiplier=2.0)
-    assert strategy.client_noise_std() == pytest.approx(2.0 * 2.0 / 2)  # z C / sqrt(m): m of them sum to z C
-    assert strategy.client_config()["noise_std"] == strategy.client_noise_std()
-    out = strategy.aggregate(torch.zeros(5), torch.zeros(4, 5), torch.ones(4))
-    assert torch.equal(out, torch.zeros(5))  # the server adds nothing
-    with pytest.raises(UsageError, match="at least 4"):
-        strategy.aggregate(torch.zeros(5), torch.zeros(3, 5), torch.ones(3))
-
-
 def test_adaptive_clipping_tracks_the_target_quantile() -> None:
     norms = torch.linspace(1, 10, 100, dtype=torch.float64)
     updates = torch.zeros(100, 2, dtype=torch.float64)
@@ -109,7 +99,7 @@ def test_event_and_description() -> None:
     strategy = _dp()
     assert strategy.event() == GaussianEvent(1.0, 0.1, 1)
     described = strategy.describe()
-    assert described["base"]["name"] == "fedavg" and described["placement"] == "server"
+    assert described["base"]["name"] == "fedavg"
 
 
 @pytest.mark.parametrize(
@@ -121,7 +111,6 @@ def test_event_and_description() -> None:
         ({"clip": 0.0}, "clip"),
         ({"noise_multiplier": math.inf}, "noise_multiplier"),
         ({"sample_rate": 1.5}, "sample_rate"),
-        ({"placement": "client"}, "placement"),
     ],
 )
 def test_bad_settings_are_refused(settings: dict, match: str) -> None:

@@ -3,9 +3,8 @@
 The same function serves real clients (:mod:`privet.federated.client`) and simulated ones, so a simulation
 measures the code that runs in production. Local training is plain minibatch SGD over ``epochs`` passes of the
 client's records, shuffled by a generator seeded from ``(seed, round, client)`` so that a round can be replayed
-exactly; FedProx adds ``mu / 2 ||w - w_global||^2`` to the loss. With client-side DP settings (``clip`` and
-``noise_std`` from the strategy's client config) the update is clipped to that norm and Gaussian noise from the
-OS CSPRNG is added before it leaves the client.
+exactly; FedProx adds ``mu / 2 ||w - w_global||^2`` to the loss. (DP clipping and noise happen at the server, or with
+secure aggregation in :mod:`privet.federated.secagg.runtime`, on the update this returns.)
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from privet.crypto.prg import Randomness, default_randomness
-from privet.dp.tensor_noise import NoiseSource
 from privet.errors import UsageError
 from privet.models.reference import ModelSpec
 
@@ -105,9 +102,8 @@ def train_locally(
     seed: int,
     round_: int,
     client: str,
-    randomness: Randomness | None = None,
 ) -> LocalResult:
-    """Train ``spec``'s model from ``global_flat`` on ``(x, y)``; return the (protected) update."""
+    """Train ``spec``'s model from ``global_flat`` on ``(x, y)``; return the update."""
     if len(x) == 0:
         raise UsageError(f"client {client!r} has no records to train on")
     model = spec.build()
@@ -132,9 +128,4 @@ def train_locally(
             total += float(loss.detach())
             batches += 1
     update = flat_parameters(model) - global_flat.float()
-    clip = config.get("clip")
-    if clip is not None and config.get("noise_std") is not None:  # distributed DP noise: clip and noise here
-        update = update * min(1.0, float(clip) / max(float(update.norm()), 1e-12))
-        source = NoiseSource(randomness if randomness is not None else default_randomness())
-        update = update + source.gaussian(update, float(config["noise_std"]))
     return LocalResult(update, len(x), total / max(batches, 1))

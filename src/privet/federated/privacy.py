@@ -24,11 +24,8 @@ Adaptive clipping
     ``z`` when the update's own noise multiplier is ``z_u = (z^-2 - (2 sigma_b)^-2)^(-1/2)`` (Andrew et al.,
     Theorem 1), so the accounting is unchanged; ``sigma_b`` must exceed ``z / 2``.
 
-Noise placement
-    ``"server"``: the server adds all the noise (it sees the clipped updates; with secure aggregation it sees
-    only their sum). ``"distributed"``: each sampled client adds ``N(0, (z C)^2 / m)`` to its clipped update,
-    where ``m`` is the minimum number of clients a round needs, so any round that completes carries at least the
-    full noise in its sum; meant for use with secure aggregation, where the server never sees a single update.
+The server adds the noise, so it sees the clipped updates; with secure aggregation the clients add it instead,
+as discrete Gaussian shares (:mod:`privet.federated.secagg.noise`), and this strategy is not used.
 """
 
 from __future__ import annotations
@@ -36,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,8 +47,6 @@ from privet.federated import aggregate
 from privet.federated.strategies import FedAvg, Strategy
 
 __all__ = ["AdaptiveClipping", "ClientDP", "plan_rounds"]
-
-Placement = Literal["server", "distributed"]
 
 
 def plan_rounds(
@@ -104,8 +99,6 @@ class ClientDP(Strategy):
         sample_rate: float,
         base: Strategy | None = None,
         adaptive: AdaptiveClipping | None = None,
-        placement: Placement = "server",
-        min_clients: int = 1,
         randomness: Callable[[int, str], Randomness] | None = None,
     ) -> None:
         super().__init__()
@@ -115,8 +108,6 @@ class ClientDP(Strategy):
             raise UsageError(f"clip must be a number > 0, got {clip!r}")
         if clients < 1 or not 0 < sample_rate <= 1:
             raise UsageError(f"need clients >= 1 and 0 < sample_rate <= 1, got {clients} and {sample_rate!r}")
-        if placement not in ("server", "distributed"):
-            raise UsageError(f"placement {placement!r} is not server or distributed")
         if base is not None and type(base).combine is not Strategy.combine:
             raise UsageError(
                 f"{base.name} replaces the average, which client-level DP needs",
@@ -134,8 +125,6 @@ class ClientDP(Strategy):
         self.clients = int(clients)
         self.sample_rate = float(sample_rate)
         self.adaptive = adaptive
-        self.placement = placement
-        self.min_clients = max(1, int(min_clients))
         self.base = base if base is not None else FedAvg()
         self.rounds = 0
         self._randomness = randomness if randomness is not None else (lambda _round, _purpose: default_randomness())
@@ -161,25 +150,13 @@ class ClientDP(Strategy):
         uniform = self._randomness(round_, "sample").uniform(self.clients if among is None else among)
         return np.flatnonzero(uniform < self.sample_rate)
 
-    def client_noise_std(self) -> float:
-        """With distributed noise: the std each client adds to its clipped update (0 with server noise)."""
-        if self.placement == "server":
-            return 0.0
-        return self.update_noise * self.clip / math.sqrt(self.min_clients)
-
     def combine(self, updates: Tensor, weights: Tensor) -> Tensor:
-        """Clip, sum, noise (server placement), divide by ``q N``; adapt ``C`` for the next round."""
+        """Clip, sum, noise, divide by ``q N``; adapt ``C`` for the next round."""
         source = NoiseSource(self._randomness(self.rounds, "noise"))
         norms = torch.linalg.vector_norm(updates, dim=1)
         # A round nobody answered still releases (noise alone): skipping it would make the release depend on it.
         total = aggregate.clip_norms(updates, self.clip).sum(dim=0) if len(updates) else updates.sum(dim=0)
-        if self.placement == "server":
-            total = total + source.gaussian(total, self.update_noise * self.clip).to(total.dtype)
-        elif updates.shape[0] < self.min_clients:
-            raise UsageError(
-                f"{updates.shape[0]} clients answered but distributed noise needs at least {self.min_clients}",
-                "The round must be dropped: too little noise in the sum.",
-            )
+        total = total + source.gaussian(total, self.update_noise * self.clip).to(total.dtype)
         result = total / self.expected_clients
         if self.adaptive is not None:
             under = float((norms <= self.clip).sum())
@@ -193,10 +170,7 @@ class ClientDP(Strategy):
         return self.base.apply(model, update)
 
     def client_config(self) -> dict[str, float]:
-        config = {"clip": self.clip, **self.base.client_config()}
-        if self.placement == "distributed":
-            config["noise_std"] = self.client_noise_std()
-        return config
+        return {"clip": self.clip, **self.base.client_config()}
 
     def state_dict(self) -> dict[str, Any]:
         return {"clip": self.clip, "rounds": self.rounds, "base": self.base.state_dict()}
@@ -214,7 +188,6 @@ class ClientDP(Strategy):
             "clip": self.clip,
             "clients": self.clients,
             "sample_rate": self.sample_rate,
-            "placement": self.placement,
             "adaptive": None if self.adaptive is None else vars(self.adaptive),
             "base": self.base.describe(),
         }

@@ -1,7 +1,7 @@
 """CKKS aggregation (TenSEAL): a round of N clients' float updates summed under homomorphic encryption.
 
 A round (N clients, d coordinates uniform in [-1, 1], degree 8192) runs in one process with no network, through
-:mod:`privet.federated.secagg.ckks`: every client encrypts with the secret context, the server adds all N
+:mod:`privet.he.ckks`: every client encrypts with the secret context, the server adds all N
 ciphertexts with the public context loaded from its bytes, one client decrypts the sum (with the default noise
 flood). Timed:
 
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from common import emit, log, log_bars  # benchmarks/ is on sys.path when a benchmark runs
-from privet.federated.secagg.ckks import HEKeys, add, decrypt, encrypt
+from privet.he.ckks import HEKeys, add, decrypt, encrypt
 from secagg import privet_round
 
 FULL = (100, 100_000)

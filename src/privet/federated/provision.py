@@ -9,7 +9,7 @@ Layout (each party gets its own folder, to be handed to it with its passphrase):
 Every ``*.key`` is PKCS#8 encrypted under its own random passphrase (24 random bytes, URL-safe base64), which
 :func:`provision` returns and the CLI prints once; key files are written with mode 0600. ``parties.json`` maps
 each certificate's serial number to its party, for revocation. ``he.key`` is the federation's CKKS secret key for
-homomorphic aggregation (:mod:`privet.federated.secagg.ckks`: the same for every client, never given to the
+homomorphic aggregation (:mod:`privet.he.ckks`: the same for every client, never given to the
 server, which gets only the public parameters in ``he.pub``), sealed with AES-256-GCM under a key derived from
 the client's own party key, so it is as safe as that key's passphrase. The whole directory is written atomically: an
 interrupted provisioning leaves nothing behind.
@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from privet.crypto import pki
 from privet.crypto.keyed import Aead, derive_key
 from privet.errors import IntegrityError, NotFoundError, UsageError
-from privet.federated.secagg.ckks import HEKeys
 from privet.files import atomic_directory, atomic_file
+from privet.he.ckks import HEKeys
 
 __all__ = ["Provisioned", "open_he_keys", "provision", "revoke"]
 

@@ -40,13 +40,13 @@ from privet.crypto import masks
 from privet.errors import FormatError, IntegrityError, PrivetError, UsageError
 from privet.federated.provision import open_he_keys
 from privet.federated.quantize import Quantizer
-from privet.federated.secagg import ckks
 from privet.federated.secagg.attest import Signer, Verifier, consistency_statement, keys_statement
 from privet.federated.secagg.noise import DistributedNoise, calibrate
 from privet.federated.secagg.plan import SecAggPlan, plan
 from privet.federated.secagg.protocol import Client, PublicKeys, Round, Server, Unmasking
 from privet.federated.strategies import Strategy
 from privet.files import atomic_file
+from privet.he import ckks
 from privet.net.frames import Message, Spooled
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privet.errors import FormatError, IntegrityError, UsageError
-from privet.federated.secagg import ckks
-from privet.federated.secagg.ckks import FLOOD, MAX_ABS, MAX_TERMS, HEKeys, add, decrypt, encrypt
+from privet.he import ckks
+from privet.he.ckks import FLOOD, MAX_ABS, MAX_TERMS, HEKeys, add, decrypt, encrypt
 
 TOLERANCE = 1e-4  # the module's promise for sums of up to 1,000 updates in [-1, 1]
 RAW_TOLERANCE = 1e-6  # without the flood: CKKS's own error at scale 2**40 is ~1e-8 for these sums

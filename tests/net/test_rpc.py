@@ -33,8 +33,11 @@ def test_provisioned_layout_and_key_protection(federation: Provisioned) -> None:
     root = federation.directory
     for path in ["ca/ca.crt", "ca/ca.key", "ca/crl.pem", "server/party.key", "clients/bob/party.crt"]:
         assert (root / path).is_file()
-    for key in root.rglob("*.key"):
+    for key in root.rglob("party.key"):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600 and b"ENCRYPTED PRIVATE KEY" in key.read_bytes()
+    for sealed in root.rglob("he.key"):  # the CKKS secret, sealed under the party key: no TenSEAL context in clear
+        assert stat.S_IMODE(sealed.stat().st_mode) == 0o600 and b"PHK1" not in sealed.read_bytes()
+    assert len(list(root.rglob("he.key"))) == 3 and (root / "server/he.pub").is_file()
     with pytest.raises(IntegrityError, match="could not be decrypted"):
         Identity.load(root / "clients/alice", b"wrong passphrase, long enough")
     assert _identity(federation, "alice").party == "alice" and "PRIVATE" not in repr(_identity(federation, "alice"))

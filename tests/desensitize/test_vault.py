@@ -98,7 +98,7 @@ def _clean(exc: PrivetError, *secrets: str) -> None:
 
 
 def test_migration_creates_vault_tables(store: Store) -> None:
-    assert store.revision() == HEAD_REVISION == "0003"
+    assert store.revision() == HEAD_REVISION == "0005"
     names = set(inspect(store.engine).get_table_names())
     assert {"vault_entries", "vault_access"} <= names
     uniques = {u["name"] for u in inspect(store.engine).get_unique_constraints("vault_entries")}

@@ -10,7 +10,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 import privet
 from privet import log
-from privet.cli import demo, desensitize, dp, files, fl, keys, ledger, model, train
+from privet.cli import demo, desensitize, dp, files, fl, keys, ledger, model, serve, train
 from privet.cli.common import OPTIONS
 from privet.config import load_settings
 from privet.errors import PrivetError
@@ -27,6 +27,9 @@ app.add_typer(model.app, name="model")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(dp.app, name="dp")
 app.add_typer(fl.app, name="fl")
+app.add_typer(serve.admin, name="admin")
+app.add_typer(serve.audit, name="audit")
+app.command("serve")(serve.serve)
 desensitize.register(app)
 app.command()(files.encrypt)
 app.command()(files.decrypt)

@@ -7,25 +7,35 @@ yields a SQLAlchemy session that commits on success and rolls back on error. Tab
 
 from privet.store.db import HEAD_REVISION, Store
 from privet.store.schema import (
+    ApiKeyRecord,
     ArtifactRecord,
+    AuditCheckpoint,
+    AuditHead,
+    AuditRecord,
     Base,
     BudgetRecord,
     ChargeRecord,
     KeyRecord,
     KeyringMeta,
+    TenantRecord,
     VaultAccessRecord,
     VaultEntry,
 )
 
 __all__ = [
     "HEAD_REVISION",
+    "ApiKeyRecord",
     "ArtifactRecord",
+    "AuditCheckpoint",
+    "AuditHead",
+    "AuditRecord",
     "Base",
     "BudgetRecord",
     "ChargeRecord",
     "KeyRecord",
     "KeyringMeta",
     "Store",
+    "TenantRecord",
     "VaultAccessRecord",
     "VaultEntry",
 ]

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from privet.errors import StoreError
 from privet.log import get_logger
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0005"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _log = get_logger(__name__)
 _THREAD_LOCK = threading.Lock()  # alembic's command API is not safe to run from two threads at once

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -160,3 +161,85 @@ class VaultAccessRecord(Base):
     tokens_found: Mapped[int] = mapped_column(Integer)
     tokens_restored: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class AuditRecord(Base):
+    """One served request in the hash-chained audit log: who, what, the decision; never personal data.
+
+    ``hash`` is SHA-256(``prev_hash`` || canonical JSON of the record with its ``seq``), so editing, deleting,
+    inserting or reordering rows breaks the chain. ``checkpoint_seq`` names the newest checkpoint written before
+    the record, so deleting a checkpoint is detected by the records after it.
+    """
+
+    __tablename__ = "audit_records"
+    __table_args__ = (Index("ix_audit_records_tenant_seq", "tenant", "seq"),)
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    principal: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    route: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    model_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    entities: Mapped[dict] = mapped_column(JSON)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    status: Mapped[int] = mapped_column(Integer)
+    checkpoint_seq: Mapped[int] = mapped_column(BigInteger)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A signed statement that the audit chain had head ``hash`` at ``seq``: Ed25519 by the key ``signer``."""
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    signer: Mapped[str] = mapped_column(String(48))
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditHead(Base):
+    """One row (id 1): the newest record's sequence number and hash, and the newest checkpoint's sequence number.
+
+    Appenders lock this row, so concurrent writers (threads or processes) extend the chain one after another.
+    """
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    checkpoint_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class TenantRecord(Base):
+    """A tenant of the gateway: an organisation whose keys, sessions and records are isolated from others'."""
+
+    __tablename__ = "gateway_tenants"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ApiKeyRecord(Base):
+    """An API key: its public id, tenant, role, scopes and limits, and the keyed digest of its secret."""
+
+    __tablename__ = "gateway_keys"
+
+    key_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), ForeignKey("gateway_tenants.name"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    models: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    label: Mapped[str] = mapped_column(String(128))
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    budget_queries: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    budget_window: Mapped[int] = mapped_column(Integer)

@@ -3,7 +3,8 @@
 It answers ``POST /v1/chat/completions`` by quoting the last user message back (``"You said: ..."``), so whatever
 the gateway sent upstream (masked tokens, never the originals) comes back in the reply for the gateway to restore.
 With ``stream: true`` it sends the reply as server-sent events in chunks of ``chunk`` characters, which splits
-tokens across events the way real models do. It records nothing and logs nothing.
+tokens across events the way real models do. It logs nothing; given a list as ``seen``, it appends to it each
+last user message it received (in memory, so the demo can show what left the gateway).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _text(content: Any) -> str:
     return ""
 
 
-def standin_app(chunk: int = 7) -> FastAPI:
+def standin_app(chunk: int = 7, seen: list[str] | None = None) -> FastAPI:
     app = FastAPI(title="stand-in upstream")
 
     @app.post("/v1/chat/completions", response_model=None)
@@ -35,7 +36,10 @@ def standin_app(chunk: int = 7) -> FastAPI:
         body = await request.json()
         messages = body.get("messages") or []
         last = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), {})
-        reply = "You said: " + _text(last.get("content"))
+        said = _text(last.get("content"))
+        if seen is not None:
+            seen.append(said)
+        reply = "You said: " + said
         created, model = int(time.time()), str(body.get("model", "standin"))
         if not body.get("stream"):
             return JSONResponse({

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import privet
 from privet.dp.ledger import Ledger
 from privet.errors import BudgetExceededError, NotFoundError, PrivetError, UsageError
+from privet.serve import dashboard
 from privet.serve.access import AccessDeniedError, Action
 from privet.serve.gateway import Call, Gateway
 from privet.serve.keys import UnauthenticatedError
@@ -334,4 +335,5 @@ def create_app(gateway: Gateway) -> FastAPI:
         return {"records": [{"seq": e.seq, "hash": e.hash, **dataclasses.asdict(e.event),
                              "at": e.event.at.isoformat()} for e in entries]}  # fmt: skip
 
+    dashboard.register(app, gateway, finish, call_of)
     return app

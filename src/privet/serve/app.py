@@ -13,7 +13,7 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 import pandas as pd
 import torch
 from fastapi import FastAPI, Request
@@ -33,6 +33,7 @@ from privet.serve.keys import UnauthenticatedError
 from privet.serve.limits import LimitExceededError
 from privet.serve.models import ModelRefusedError
 from privet.serve.pii import SessionMasker, SseRestorer, default_pii_analyzer, restore_completion
+from privet.serve.upstream import UpstreamError
 
 __all__ = ["create_app"]
 
@@ -42,6 +43,7 @@ class _Body(BaseModel):
 
 
 class PredictRequest(_Body):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN and infinity refused while parsing
     inputs: list[list[float]] = Field(min_length=1, description="Rows of features, one prediction per row.")
 
 
@@ -141,10 +143,6 @@ def _error(status: int, code: str, message: str, hint: str | None, headers: dict
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-class UpstreamError(PrivetError):
-    """The chat upstream failed or answered something that cannot be restored safely (HTTP 502)."""
-
-
 def _check_text(value: object) -> None:
     """Refuse strings that are not valid Unicode (lone surrogates): they could not be masked or sent reliably."""
     try:
@@ -153,15 +151,17 @@ def _check_text(value: object) -> None:
         raise UsageError("the request holds text that is not valid Unicode (a lone surrogate)") from None
 
 
-async def _restored_stream(upstream: httpx.Response, restorer: SseRestorer) -> AsyncIterator[str]:
+async def _restored_stream(
+    lines: AsyncIterator[bytes], restorer: SseRestorer, opened: contextlib.AsyncExitStack
+) -> AsyncIterator[str]:
     """The upstream's SSE lines, restored; a stream that cannot be restored ends with an error event."""
     try:
-        async for line in restorer.restore_async(upstream.aiter_lines()):
+        async for line in restorer.restore_async(lines):
             yield line + "\n"
-    except (PrivetError, httpx.HTTPError):
+    except (PrivetError, aiohttp.ClientError, TimeoutError):
         yield 'data: {"error": {"code": "upstream_stream", "message": "the upstream stream broke off"}}\n\n'
     finally:
-        await upstream.aclose()
+        await opened.aclose()
 
 
 def create_app(gateway: Gateway) -> FastAPI:
@@ -247,8 +247,8 @@ def create_app(gateway: Gateway) -> FastAPI:
         if any(len(row) != loaded.in_features for row in body.inputs):
             raise UsageError(f"every row must have {loaded.in_features} features")
         rows = torch.tensor(body.inputs, dtype=torch.float32)
-        if not torch.isfinite(rows).all():
-            raise UsageError("inputs must be finite numbers")
+        if not torch.isfinite(rows).all():  # finite doubles beyond float32's range become infinite here
+            raise UsageError("inputs must be finite numbers within float32's range")
         probabilities = loaded.predict(rows)
         await finish(call, 200, "allowed")
         return PredictResponse(model=loaded.name, version=loaded.version,
@@ -275,20 +275,17 @@ def create_app(gateway: Gateway) -> FastAPI:
         call.entities = counts
         payload["messages"] = messages
         if not body.stream:
-            reply = await gateway.upstream.post("/chat/completions", json=payload)
-            if reply.status_code != 200:
-                raise UpstreamError(f"the upstream answered {reply.status_code}")
-            restored = restore_completion(reply.json(), mapping)
+            restored = restore_completion(await gateway.upstream.complete(payload), mapping)
             await finish(call, 200, "allowed")
             return JSONResponse(restored)
-        upstream = await gateway.upstream.send(
-            gateway.upstream.build_request("POST", "/chat/completions", json=payload), stream=True
-        )
-        if upstream.status_code != 200:
-            await upstream.aclose()
-            raise UpstreamError(f"the upstream answered {upstream.status_code}")
-        await finish(call, 200, "allowed")  # recorded before the first byte leaves
-        return StreamingResponse(_restored_stream(upstream, SseRestorer(mapping)), media_type="text/event-stream")
+        opened = contextlib.AsyncExitStack()
+        try:
+            lines = await opened.enter_async_context(gateway.upstream.stream(payload))
+            await finish(call, 200, "allowed")  # recorded before the first byte leaves
+        except BaseException:
+            await opened.aclose()
+            raise
+        return StreamingResponse(_restored_stream(lines, SseRestorer(mapping), opened), media_type="text/event-stream")
 
     @app.post("/v1/desensitize", tags=["privacy"])
     async def desensitize(body: DesensitizeRequest, request: Request) -> DesensitizeResponse:

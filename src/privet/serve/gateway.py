@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from fastapi import Request
 
 from privet.crypto import Keyring
@@ -32,6 +31,7 @@ from privet.serve.limits import Limiter, Limits, make_limiter
 from privet.serve.models import Models
 from privet.serve.pii import default_pii_analyzer
 from privet.serve.settings import GatewaySettings
+from privet.serve.upstream import Upstream
 from privet.store import Store
 
 __all__ = ["Call", "Gateway"]
@@ -66,7 +66,7 @@ class Gateway:
         self.models = Models(registry, keyring)
         self.chain = AuditChain(store, keyring, checkpoint_every=settings.audit_checkpoint_every)
         self.audit = AsyncAuditWriter(self.chain)
-        self.upstream: httpx.AsyncClient | None = None
+        self.upstream: Upstream | None = None
         self._jwks: Any = None
         self._session_root: bytes | None = None
         self._tenants: set[str] = set()
@@ -75,16 +75,15 @@ class Gateway:
         await self.audit.start()
         await asyncio.to_thread(default_pii_analyzer)  # built now (seconds), not by the first chat request
         if self.settings.upstream:
-            key = os.environ.get(self.settings.upstream_key_env or "", "")
-            headers = {"Authorization": f"Bearer {key}"} if key else {}
-            self.upstream = httpx.AsyncClient(base_url=self.settings.upstream, headers=headers,
-                                              timeout=self.settings.upstream_timeout)  # fmt: skip
+            key = os.environ.get(self.settings.upstream_key_env or "") or None
+            self.upstream = Upstream(self.settings.upstream, key, self.settings.upstream_timeout)
+            await self.upstream.start()
         for model in self.settings.models:
             self.models.get(model)  # verified now: a bad artifact stops the gateway from starting
 
     async def stop(self) -> None:
         if self.upstream is not None:
-            await self.upstream.aclose()
+            await self.upstream.close()
         await self.audit.stop()
 
     # -- identity -----------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
+import re
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -37,6 +39,9 @@ from privet.serve.upstream import UpstreamError
 
 __all__ = ["create_app"]
 
+log = logging.getLogger(__name__)
+_FIELD = re.compile(r"[a-z_]{1,32}")
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -60,7 +65,7 @@ class DpQueryRequest(_Body):
         description="A table this gateway was configured to serve to the caller's tenant.",
     )
     sql: str = Field(max_length=4000)
-    epsilon: float = Field(gt=0, le=10)
+    epsilon: float = Field(ge=1e-6, le=10)
     delta: float | None = Field(None, ge=0, lt=1)
     unit: str | None = None
     bounds: dict[str, tuple[float, float]] | None = None
@@ -215,16 +220,29 @@ def create_app(gateway: Gateway) -> FastAPI:
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         call = pending(request)
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        # Extra keys and dict keys are the caller's text: only field-like names and indices are echoed.
+        where = ".".join(str(p) if isinstance(p, int) or _FIELD.fullmatch(str(p)) else "*"
+                         for p in first.get("loc", ()) if p != "body") or "body"  # fmt: skip
         await finish(call, 422, "error")  # the message names the field, never echoes the value
         return _error(422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}", "See /docs for the schema.")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        call = pending(request)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        await finish(call, exc.status_code, "error")
-        return _error(exc.status_code, code, str(exc.detail)[:200], None)
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        try:
+            await finish(pending(request), exc.status_code, "error")
+        except PrivetError:
+            return _error(503, "audit_unavailable", "the request could not be audited", "Retry later.")
+        message = {400: "the body is not valid JSON"}.get(exc.status_code, str(exc.detail)[:200].splitlines()[0])
+        return _error(exc.status_code, code, message, None, dict(exc.headers) if exc.headers else None)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # A bug, not a user error: still one audit record and a JSON body, never a traceback or its text.
+        log.error("unexpected %s in %s", type(exc).__name__, pending(request).route)
+        with contextlib.suppress(PrivetError):
+            await finish(pending(request), 500, "error")
+        return _error(500, "internal_error", "the gateway failed on this request", "Report it with the time.")
 
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict[str, str]:
@@ -241,7 +259,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         _, limits = gateway.admit(request, call, Action.PREDICT)
         gateway.query(call, Action.PREDICT, limits, model)
         loaded = gateway.models.get(model)
-        call.model_digest = loaded.digest
+        call.model, call.model_digest = loaded.name, loaded.digest
         if len(body.inputs) > gateway.settings.max_rows:
             raise UsageError(f"at most {gateway.settings.max_rows} rows per call")
         if any(len(row) != loaded.in_features for row in body.inputs):
@@ -265,10 +283,13 @@ def create_app(gateway: Gateway) -> FastAPI:
         call = call_of(request, "chat")
         principal, limits = gateway.admit(request, call, Action.CHAT)
         gateway.query(call, Action.CHAT, limits, body.model)
+        if principal.models is not None:  # a name an admin scoped the key to, not free text
+            call.model = body.model
         if gateway.upstream is None:
             raise NotFoundError("this gateway has no chat upstream", "Set upstream in serve.yaml.")
         payload = body.model_dump()
         _check_text(payload)
+        payload.pop("user", None)  # an end-user identifier the upstream does not need
         session = request.headers.get("x-privet-session") or secrets.token_hex(16)
         masked = SessionMasker(gateway.session_key(principal.tenant, session[:128]), default_pii_analyzer())
         messages, mapping, counts = masked.mask_messages(body.messages)
@@ -310,7 +331,8 @@ def create_app(gateway: Gateway) -> FastAPI:
         gateway.query(call, Action.DP_QUERY, limits, f"dataset:{body.dataset}")
         path = gateway.settings.datasets.get(f"{principal.tenant}/{body.dataset}")
         if path is None:
-            raise NotFoundError(f"no data set {body.dataset[:64]!r} for this tenant")
+            raise NotFoundError("no such data set for this tenant", "Ask an admin which data sets are served.")
+        call.model = f"dataset:{body.dataset}"
         table: pd.DataFrame = load_table(path)
         ledger = Ledger(gateway.store)
         result = run_query(table, body.sql, epsilon=body.epsilon, delta=body.delta, unit=body.unit,

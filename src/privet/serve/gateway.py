@@ -138,9 +138,12 @@ class Gateway:
         return principal, limits
 
     def query(self, call: Call, action: Action, limits: Limits, model: str) -> None:
-        """Check that the caller may use ``model`` and spend one query of its budget for it."""
+        """Check that the caller may use ``model`` and spend one query of its budget for it.
+
+        The audit record names the model only once the route has resolved it (``call.model``): a name the
+        caller typed may be anything, personal data included.
+        """
         assert call.principal is not None
-        call.model = model
         authorize(call.principal, action, model=model)
         self.limiter.take(call.principal.subject, Limits(budget_queries=limits.budget_queries,
                                                          budget_window=limits.budget_window), model)  # fmt: skip

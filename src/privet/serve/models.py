@@ -75,7 +75,7 @@ class Models:
             entry = self._registry.resolve(reference)
         except NotFoundError:
             hint = "List them: privet model list"
-            raise NotFoundError(f"no model {reference[:64]!r} in the registry", hint) from None
+            raise NotFoundError("no such model in the registry", hint) from None
         try:
             verified = artifact.read(entry.path, self._keyring.verify_key, self._keyring)
             spec = ModelSpec.from_metadata(verified.manifest.metadata)

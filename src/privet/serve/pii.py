@@ -125,10 +125,11 @@ class SessionMasker:
         return Masked(masked, mapping, dict(counts))
 
     def mask_messages(self, messages: list[dict[str, Any]]) -> MaskedMessages:
-        """Masked copies of OpenAI chat ``messages``: string content and the text of ``text`` parts.
+        """Masked copies of OpenAI chat ``messages``: string content, the text of ``text`` parts, and a
+        participant's ``name`` (which can be a person's).
 
-        Other fields and part types are copied as they are; the input is not modified. One mapping covers every
-        message, so a value repeated across messages is one token.
+        Other fields and part types (images, tool calls) are copied as they are; the input is not modified. One
+        mapping covers every message, so a value repeated across messages is one token.
         """
         if not isinstance(messages, list):
             raise UsageError("the messages must be a list", _MESSAGES_HINT)
@@ -142,6 +143,8 @@ class SessionMasker:
                 raise UsageError(f"messages[{i}] has no role string", _MESSAGES_HINT)
             content = message.get("content")
             copy = dict(message)
+            if isinstance(message.get("name"), str):
+                copy["name"] = self._mask_into(message["name"], mapping, counts)
             if isinstance(content, str):
                 copy["content"] = self._mask_into(content, mapping, counts)
             elif isinstance(content, list):

@@ -123,6 +123,45 @@ def test_english_entity_recognizer_is_english_only() -> None:
         assert 0 < finding.score <= 1
 
 
+_ONE_LINE_SENTENCES = (
+    "My name is Jane Doe and I work for Globex in Springfield.",
+    "Zorblat Quennic met Harrow Vinter at the Acme Corp office yesterday.",
+    "CALL JOHN SMITH AT ONCE ABOUT THE INVOICE!",
+    "Dr. Maria Garcia flew to Loeches with Ravil G Yefimov, the Packager, said Tom.",
+    "The Quick Brown Fox Jumps Over Lazy Dogs Again.",
+    "she works at Initech as a senior data engineer near Oslo.",
+)
+
+
+def _one_line(length: int) -> str:
+    """Prose with names, shouting, headlines and firms, ``length`` characters and no line break."""
+    repeats = length // len(" ".join(_ONE_LINE_SENTENCES)) + 1
+    return " ".join(_ONE_LINE_SENTENCES * repeats)[:length]
+
+
+def test_english_entity_recognizer_time_is_linear_in_a_long_line() -> None:
+    """A prompt pasted as one 30,000-character line costs per character what a short one does.
+
+    Every candidate word asks whether its line is a headline or a shout; scanning the whole line for each
+    made such a prompt about 30 times slower per character than a short one.
+    """
+    recognizer = EnglishEntityRecognizer()
+    short, long = _one_line(300), _one_line(30_000)
+
+    def per_character(text: str, rounds: int) -> float:
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            found = recognizer.find(text, "en")
+            best = min(best, time.perf_counter() - started)
+        assert any(f.entity == t.PERSON for f in found)
+        return best / len(text)
+
+    per_character(short, 3)  # warm-up
+    short_cost, long_cost = per_character(short, 50), per_character(long, 5)
+    assert long_cost < 3 * short_cost, (long_cost * 1e6, short_cost * 1e6)  # microseconds per character
+
+
 # -- street addresses ------------------------------------------------------------------------------------------
 
 

@@ -6,12 +6,13 @@ import asyncio
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
 from privet.crypto import Keyring, LocalMasterKey, SigningKey, fingerprint
 from privet.errors import IntegrityError, StoreError, UsageError
@@ -264,22 +265,31 @@ def test_concurrent_appenders_keep_one_chain(store: Store, ring: Keyring) -> Non
     assert report.ok and report.records == threads * each and report.checkpoints == threads * each // EVERY
 
 
+def _committed(store: Store, seq: int) -> bool:
+    """Whether another connection sees record ``seq``, i.e. whether it is committed (a driver query: no lock)."""
+    raw = store.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute(f"SELECT 1 FROM audit_records WHERE seq = {int(seq)}")  # noqa: S608 - a number
+        return cursor.fetchone() is not None
+    finally:
+        raw.close()
+
+
 def test_group_commit_resolves_callers_after_commit(store: Store, ring: Keyring, chain: AuditChain) -> None:
-    committed: set[int] = set()
     batches: list[int] = []
-    append_many = chain.append_many
+    extend = chain._extend
 
-    def recording(events: list[AuditEvent]) -> list[int]:
-        seqs = append_many(events)
-        committed.update(seqs)
+    def recording(head: tuple[int, str, int], events: list[AuditEvent]) -> tuple:
         batches.append(len(events))
-        return seqs
+        return extend(head, events)
 
-    chain.append_many = recording  # type: ignore[method-assign]
+    chain._extend = recording  # type: ignore[method-assign]
+    fresh = Store.open(store.engine.url.render_as_string(hide_password=False), migrate=False)
 
     async def one(writer: AsyncAuditWriter, i: int) -> int:
         seq = await writer.append(_event(i))
-        assert seq in committed  # resolved only once its transaction returned
+        assert _committed(fresh, seq)  # resolved only once its transaction committed
         return seq
 
     async def main() -> list[int]:
@@ -291,13 +301,161 @@ def test_group_commit_resolves_callers_after_commit(store: Store, ring: Keyring,
             await writer.append(_event(0))
         return seqs
 
-    assert sorted(asyncio.run(main())) == list(range(1, 301))
-    assert len(batches) < 300 and max(batches) > 1  # grouped
-    fresh = Store.open(store.engine.url.render_as_string(hide_password=False), migrate=False)
     try:
+        assert sorted(asyncio.run(main())) == list(range(1, 301))
+        assert len(batches) < 300 and max(batches) > 1  # grouped
         assert verify(fresh, ring).records == 300  # durable, seen through a new connection
     finally:
         fresh.close()
+
+
+def _lose_connection(store: Store, writer: AsyncAuditWriter) -> None:
+    """Cut the writer's own connection: PostgreSQL ends its backend, as a restart or a proxy would; SQLite closes it."""
+    dbapi_connection = writer._conn._conn.dbapi_connection  # type: ignore[union-attr]
+    if store.dialect == "postgresql":
+        _sql(store, "SELECT pg_terminate_backend(:pid)", pid=dbapi_connection.info.backend_pid)
+    else:
+        dbapi_connection.close()
+
+
+def test_group_commit_keeps_one_connection_and_reconnects_once(
+    store: Store, ring: Keyring, chain: AuditChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkouts: list[str] = []  # by the writer's thread (the test's own SQL checks connections out too)
+
+    def checkout(*_: object) -> None:
+        if threading.current_thread().name.startswith("privet-audit-writer"):
+            checkouts.append("writer")
+
+    event.listen(store.engine, "checkout", checkout)
+
+    async def main() -> None:
+        writer = AsyncAuditWriter(chain)
+        await writer.start()
+        opened = len(checkouts)
+        for i in range(20):
+            assert await writer.append(_event(i)) == i + 1
+        await asyncio.gather(*(writer.append(_event(i)) for i in range(40)))
+        assert len(checkouts) == opened  # no batch checked a connection out of the pool
+
+        _lose_connection(store, writer)
+        assert await writer.append(_event(0)) == 61  # re-opened, and the batch written once
+        assert len(checkouts) == opened + 1
+
+        _lose_connection(store, writer)
+        refused = StoreError("the database is down")
+        with monkeypatch.context() as patched:
+            patched.setattr(store.engine, "raw_connection", lambda: (_ for _ in ()).throw(refused))
+            results = await asyncio.gather(*(writer.append(_event(i)) for i in range(5)), return_exceptions=True)
+        assert all(isinstance(r, StoreError) for r in results), results  # failed closed, none left waiting
+        assert await writer.append(_event(1)) == 62  # connects again once the database is back
+        await writer.stop()
+
+    asyncio.run(main())
+    report = verify(store, ring)
+    assert report.ok and report.records == 62
+
+
+def test_the_writer_connects_when_it_starts(store: Store, chain: AuditChain, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def main() -> None:
+        writer = AsyncAuditWriter(chain)
+        with monkeypatch.context() as patched:
+            patched.setattr(store.engine, "raw_connection", lambda: (_ for _ in ()).throw(StoreError("down")))
+            with pytest.raises(StoreError):
+                await writer.start()  # a gateway that cannot audit does not start
+        with pytest.raises(StoreError, match="not running"):
+            await writer.append(_event(0))
+        await writer.start()
+        assert await writer.append(_event(0)) == 1
+        await writer.stop()
+
+    asyncio.run(main())
+
+
+class _LostAtCommit:
+    """A driver connection that is lost just as it commits: the batch may or may not be in, the writer cannot tell."""
+
+    def __init__(self, real: object) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+    def commit(self) -> None:
+        self._real.close()
+        self._real.commit()  # raises the driver's own error for a closed connection
+
+
+def test_a_connection_lost_at_commit_fails_the_batch_without_writing_it_twice(
+    store: Store, ring: Keyring, chain: AuditChain
+) -> None:
+    async def main() -> None:
+        writer = AsyncAuditWriter(chain)
+        await writer.start()
+        assert await writer.append(_event(0)) == 1
+        pooled = writer._conn._conn  # type: ignore[union-attr]
+        pooled.dbapi_connection = _LostAtCommit(pooled.dbapi_connection)
+        results = await asyncio.gather(*(writer.append(_event(i)) for i in range(3)), return_exceptions=True)
+        assert all(isinstance(r, StoreError) for r in results), results  # refused, not retried
+        assert await writer.append(_event(1)) == 2  # on a new connection; the lost batch was rolled back
+        await writer.stop()
+
+    asyncio.run(main())
+    report = verify(store, ring)
+    assert report.ok and report.records == 2
+
+
+def test_an_idle_writer_adds_no_delay(store: Store, chain: AuditChain) -> None:
+    """A lone request waits for its own commit and nothing more: no timer holds a batch open to fill it."""
+    rounds = 40
+
+    def median(times: list[float]) -> float:
+        return sorted(times)[len(times) // 2]
+
+    direct = []
+    for i in range(rounds):
+        started = time.perf_counter()
+        chain.append(_event(i))
+        direct.append(time.perf_counter() - started)
+
+    async def main() -> list[float]:
+        writer = AsyncAuditWriter(chain)
+        await writer.start()
+        times = []
+        for i in range(rounds):
+            started = time.perf_counter()
+            await writer.append(_event(i))
+            times.append(time.perf_counter() - started)
+        await writer.stop()
+        return times
+
+    queued = asyncio.run(main())
+    # Generous against a busy machine, yet a linger of a few milliseconds per batch would exceed it.
+    assert median(queued) < 2 * median(direct) + 0.002, (median(queued), median(direct))
+
+
+def test_the_writer_stores_records_as_the_session_path_does(store: Store, ring: Keyring) -> None:
+    every_record = AuditChain(store, ring, checkpoint_every=1)  # so that both paths also write a checkpoint
+    every_record.append(_event(5))
+
+    async def main() -> None:
+        writer = AsyncAuditWriter(every_record)
+        await writer.start()
+        assert await writer.append(_event(5)) == 2
+        await writer.stop()
+
+    asyncio.run(main())
+    with store.engine.connect() as conn:  # the stored values themselves, before any type conversion reads them
+        records = conn.exec_driver_sql("SELECT * FROM audit_records ORDER BY seq").all()
+        checkpoints = conn.exec_driver_sql("SELECT * FROM audit_checkpoints ORDER BY seq").all()
+    columns = [
+        c.key for c in AuditRecord.__table__.columns if c.key not in ("seq", "checkpoint_seq", "prev_hash", "hash")
+    ]
+    session_path, writer = (dict(row._mapping) for row in records)
+    assert {c: session_path[c] for c in columns} == {c: writer[c] for c in columns}
+    assert [type(v) for v in checkpoints[0]] == [type(v) for v in checkpoints[1]]
+    assert len(str(checkpoints[0].at)) == len(str(checkpoints[1].at))  # one time format (SQLite keeps text)
+    assert verify(store, ring).ok and verify(store, ring).checkpoints == 2
 
 
 def test_group_commit_fails_every_waiting_caller(store: Store, ring: Keyring, chain: AuditChain) -> None:

@@ -10,25 +10,29 @@ consistently, which is why the report says how long the tail is.
 
 Appends lock the chain's head row (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite ``BEGIN IMMEDIATE`` holds
 the database write lock), so writers in several threads and processes extend one chain and never fork it.
-:class:`AsyncAuditWriter` gathers the appends of concurrent requests into one transaction (group commit).
+:class:`AsyncAuditWriter` gathers the appends of concurrent requests into one transaction (group commit), written
+on one connection of its own with statements compiled once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy import Connection, Dialect, Executable, Row, func, insert, select, update
+from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import PoolProxiedConnection
 
 from privet.crypto.keyring import Keyring
 from privet.crypto.signing import SigningKey, VerifyKey
@@ -236,13 +240,17 @@ def _writing(store: Store) -> Iterator[Connection]:
 
 def _head(conn: Connection | Session, *, lock: bool) -> tuple[int, str, int]:
     """(sequence number, hash, newest checkpoint's sequence number) of the chain's head row."""
-    row = conn.execute(_LOCK_HEAD if lock else _READ_HEAD).one_or_none()
-    if row is None or not isinstance(row.hash, str) or not _DIGEST.fullmatch(row.hash):
+    return _checked_head(conn.execute(_LOCK_HEAD if lock else _READ_HEAD).one_or_none())
+
+
+def _checked_head(row: Sequence[Any] | None) -> tuple[int, str, int]:
+    """The head row (seq, hash, checkpoint_seq) as read, refused if it is missing or its hash is garbled."""
+    if row is None or not isinstance(row[1], str) or not _DIGEST.fullmatch(row[1]):
         raise IntegrityError(
             "the audit chain's head row is missing or garbled",
             "The audit tables were tampered with; run 'privet audit verify'.",
         )
-    return row.seq, row.hash, row.checkpoint_seq
+    return row[0], row[1], row[2]
 
 
 # -- writing ---------------------------------------------------------------------------------------------------
@@ -279,23 +287,34 @@ class AuditChain:
         """Append ``events`` in order in one transaction; their sequence numbers, once committed."""
         if not events:
             return []
-        rows: list[dict[str, Any]] = []
-        checkpoints: list[dict[str, Any]] = []
         with _writing(self._store) as conn:
-            seq, digest, checkpoint_seq = _head(conn, lock=True)
-            for event in events:
-                values = _values(event) | {"seq": seq + 1, "checkpoint_seq": checkpoint_seq}
-                prev, seq = digest, seq + 1
-                digest = _link(prev, _canonical(values))
-                rows.append(values | {"prev_hash": prev, "hash": digest})
-                if seq - checkpoint_seq >= self._every:
-                    checkpoints.append(self._sign(seq, digest))
-                    checkpoint_seq = seq
+            rows, checkpoints, head = self._extend(_head(conn, lock=True), events)
             conn.execute(_INSERT_RECORDS, rows)
             if checkpoints:
                 conn.execute(_INSERT_CHECKPOINTS, checkpoints)
-            conn.execute(_MOVE_HEAD, {"seq": seq, "hash": digest, "checkpoint_seq": checkpoint_seq})
+            conn.execute(_MOVE_HEAD, head)
         return [row["seq"] for row in rows]
+
+    def _extend(
+        self, head: tuple[int, str, int], events: Iterable[AuditEvent]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+        """The rows appending ``events`` after ``head``, the checkpoints falling due among them, and the new head.
+
+        The one place records are hashed and checkpoints signed, for both write paths (ORM session and the
+        :class:`AsyncAuditWriter`'s own connection), so the two cannot drift apart.
+        """
+        seq, digest, checkpoint_seq = head
+        rows: list[dict[str, Any]] = []
+        checkpoints: list[dict[str, Any]] = []
+        for event in events:
+            values = _values(event) | {"seq": seq + 1, "checkpoint_seq": checkpoint_seq}
+            prev, seq = digest, seq + 1
+            digest = _link(prev, _canonical(values))
+            rows.append(values | {"prev_hash": prev, "hash": digest})
+            if seq - checkpoint_seq >= self._every:
+                checkpoints.append(self._sign(seq, digest))
+                checkpoint_seq = seq
+        return rows, checkpoints, {"seq": seq, "hash": digest, "checkpoint_seq": checkpoint_seq}
 
     def checkpoint(self) -> int | None:
         """Sign the current head now (at shutdown, before an export); its sequence number, None while empty."""
@@ -324,14 +343,146 @@ class AuditChain:
         }
 
 
+class _Prepared:
+    """A statement compiled once for one dialect, and its driver parameters made with SQLAlchemy's own conversions.
+
+    Executing through the driver skips what a Core execution redoes every time (cache lookup, execution context,
+    result set-up), which costs more than the statement itself for the writer's one-record batches.
+    """
+
+    def __init__(self, statement: Executable, dialect: Dialect, keys: Sequence[str] | None = None) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys) if keys else None)
+        binds = {name: bind for bind, name in compiled.bind_names.items()}
+        names = compiled.positiontup if dialect.positional else list(binds)
+        assert names is not None
+        self.sql = compiled.string
+        self._positional = dialect.positional
+        self._fixed = {name: binds[name].value for name in names if not binds[name].required}  # e.g. the head's id
+        self._plan = [(name, binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names]
+
+    def params(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        """The driver's parameters for one row of ``values`` (keyed by column)."""
+        if self._fixed:
+            values = self._fixed | dict(values)
+        if self._positional:
+            return tuple([values[n] if convert is None else convert(values[n]) for n, convert in self._plan])
+        return {n: values[n] if convert is None else convert(values[n]) for n, convert in self._plan}
+
+
+class _WriterConnection:
+    """The :class:`AsyncAuditWriter`'s own database connection, held from start to stop.
+
+    A batch then costs its statements and the commit, not a new ORM session and a pooled connection checked out
+    (and pinged) each time. Not thread-safe: the writer calls it from its one thread only.
+    """
+
+    def __init__(self, chain: AuditChain) -> None:
+        self._chain = chain
+        self._engine = chain._store.engine
+        dialect = self._dialect = self._engine.dialect
+        # The SQLite driver opens no transactions itself (see privet.store.db): take the write lock up front as
+        # every other privet write does. psycopg begins one at the first statement, where FOR UPDATE locks the head.
+        self._begin = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else None
+        self._lock_head = _Prepared(_LOCK_HEAD, dialect)
+        self._insert_records = _Prepared(_INSERT_RECORDS, dialect)
+        self._insert_checkpoints = _Prepared(_INSERT_CHECKPOINTS, dialect)
+        self._move_head = _Prepared(_MOVE_HEAD, dialect, ("seq", "hash", "checkpoint_seq"))
+        self._driver_error: type[Exception] = dialect.loaded_dbapi.Error
+        self._conn: PoolProxiedConnection | None = None
+
+    def open(self) -> None:
+        """Connect, unless connected already."""
+        if self._conn is not None:
+            return
+        try:
+            self._conn = self._engine.raw_connection()
+        except (SQLAlchemyError, self._driver_error) as exc:
+            raise StoreError(f"connecting to the audit chain's database failed ({type(exc).__name__})") from None
+
+    def close(self) -> None:
+        """Give the connection back (it rolls back anything open)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(SQLAlchemyError, self._driver_error):
+                conn.close()
+
+    def append(self, events: Sequence[AuditEvent]) -> list[int]:
+        """Append ``events`` in one transaction; their sequence numbers once committed.
+
+        A connection found lost before the commit is replaced once and the batch written again: the server rolled
+        the transaction back, so nothing is written twice. A failure at the commit is not retried (the records may
+        be in), and a second failure is not either: the callers get :class:`StoreError` and refuse their requests.
+        """
+        for retry in (False, True):
+            self.open()
+            assert self._conn is not None and self._conn.dbapi_connection is not None
+            dbapi_conn = self._conn.dbapi_connection
+            try:
+                rows = self._statements(dbapi_conn.cursor(), events)
+            except self._driver_error as exc:
+                if self._abandon(exc) and not retry:
+                    continue
+                raise _write_failed(exc) from None
+            except BaseException:
+                self._abandon(None)
+                raise
+            try:
+                dbapi_conn.commit()
+            except self._driver_error as exc:
+                self._abandon(exc)
+                raise _write_failed(exc) from None
+            return [row["seq"] for row in rows]
+        raise AssertionError("unreachable")  # pragma: no cover - the second pass returns or raises
+
+    def _statements(self, cursor: DBAPICursor, events: Sequence[AuditEvent]) -> list[dict[str, Any]]:
+        """Everything of the batch's transaction but the commit; the rows written."""
+        try:
+            if self._begin is not None:
+                cursor.execute(self._begin)
+            cursor.execute(self._lock_head.sql, self._lock_head.params({}))
+            rows, checkpoints, head = self._chain._extend(_checked_head(cursor.fetchone()), events)
+            cursor.executemany(self._insert_records.sql, [self._insert_records.params(row) for row in rows])
+            if checkpoints:
+                cursor.executemany(
+                    self._insert_checkpoints.sql, [self._insert_checkpoints.params(row) for row in checkpoints]
+                )
+            cursor.execute(self._move_head.sql, self._move_head.params(head))
+        finally:
+            with contextlib.suppress(self._driver_error):
+                cursor.close()
+        return rows
+
+    def _abandon(self, exc: Exception | None) -> bool:
+        """Roll back after a failed batch; True, with the connection dropped, if ``exc`` means it was lost."""
+        assert self._conn is not None
+        dbapi_conn = self._conn.dbapi_connection
+        lost = dbapi_conn is None or (exc is not None and self._dialect.is_disconnect(exc, dbapi_conn, None))
+        if dbapi_conn is not None and not lost:
+            try:
+                dbapi_conn.rollback()
+            except self._driver_error:
+                lost = True  # a connection that cannot roll back is no use for the next batch either
+        if lost:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(SQLAlchemyError, self._driver_error):
+                conn.invalidate()  # closed and never handed out by the pool again
+        return lost
+
+
+def _write_failed(exc: Exception) -> StoreError:
+    # The driver's message may quote the rejected parameters, so only the error's type is kept.
+    return StoreError(f"writing the audit chain failed ({type(exc).__name__})")
+
+
 class AsyncAuditWriter:
     """Group commit for the event loop: concurrent ``await append(event)`` calls share one transaction.
 
-    One task takes everything queued (up to ``max_batch`` records), appends it with
-    :meth:`AuditChain.append_many` in a worker thread, and only then resolves each caller with its sequence
-    number; if the write fails, every caller of that batch gets the error, so a request whose record was not
-    committed can be refused. While one batch is written the next one queues, so batches grow with the load and
-    a quiet service waits for nothing. Start and stop it in the app's lifespan; ``stop`` writes what is queued.
+    One task takes everything queued (up to ``max_batch`` records) and hands it to the writer's own thread, which
+    appends it on the writer's own connection; only once that commit returned is each caller resolved with its
+    sequence number. If the write fails, every caller of that batch gets the error, so a request whose record was
+    not committed can be refused. While one batch is written the next one queues, so batches grow with the load;
+    a quiet service waits for nothing but its own commit (no timer holds a batch open to fill it). Start and stop
+    it in the app's lifespan; ``start`` connects (and fails if it cannot), ``stop`` writes what is queued.
     """
 
     def __init__(self, chain: AuditChain, *, max_batch: int = 1000, max_queue: int = 50_000) -> None:
@@ -343,17 +494,30 @@ class AsyncAuditWriter:
         self._queue: asyncio.Queue[tuple[AuditEvent, asyncio.Future[int]] | None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # One thread, so that the connection is only ever used from the thread that opened it.
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self._conn: _WriterConnection | None = None
 
     async def start(self) -> None:
-        """Start the writing task on the running event loop."""
-        if self._task is not None:
+        """Connect on the writer's thread and start the writing task on the running event loop."""
+        if self._task is not None or self._thread is not None:
             raise UsageError("the audit writer is already running")
+        conn = _WriterConnection(self._chain)
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="privet-audit-writer")
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, conn.open)
+        except BaseException:
+            self._thread.submit(conn.close)  # after an open that a cancellation did not stop
+            self._thread.shutdown(wait=False)
+            self._thread = None
+            raise
+        self._conn = conn
         self._stopping = False
         self._queue = asyncio.Queue(self._max_queue)
         self._task = asyncio.create_task(self._run(), name="privet-audit-writer")
 
     async def stop(self) -> None:
-        """Write everything queued so far, then stop; appends made after this are refused."""
+        """Write everything queued so far, close the connection, then stop; appends made after this are refused."""
         if self._task is None or self._queue is None:
             return
         self._stopping = True
@@ -364,6 +528,11 @@ class AsyncAuditWriter:
             item = self._queue.get_nowait()
             if item is not None and not item[1].done():
                 item[1].set_exception(StoreError("the audit writer stopped before writing the record"))
+        thread, conn, self._thread, self._conn = self._thread, self._conn, None, None
+        if thread is not None and conn is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, conn.close)
+        if thread is not None:
+            thread.shutdown(wait=False)  # idle by now: its thread ends at once
 
     async def append(self, event: AuditEvent) -> int:
         """Queue ``event``; its sequence number once committed. Raises :class:`StoreError` if it was not written."""
@@ -376,6 +545,7 @@ class AsyncAuditWriter:
     async def _run(self) -> None:
         assert self._queue is not None
         while True:
+            # No waiting for more: a batch is whatever queued while the previous one was being committed.
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
@@ -386,8 +556,10 @@ class AsyncAuditWriter:
                 return
 
     async def _write(self, items: list[tuple[AuditEvent, asyncio.Future[int]]]) -> None:
+        assert self._thread is not None and self._conn is not None
+        events = [event for event, _ in items]
         try:
-            seqs = await asyncio.to_thread(self._chain.append_many, [event for event, _ in items])
+            seqs = await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.append, events)
         except Exception as exc:  # every waiting caller must learn that its record was not written
             error = (
                 exc

@@ -9,6 +9,7 @@ upper case; an organisation is a capitalised run ending in a company word, or a 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass
 from functools import cache
 
@@ -95,6 +96,8 @@ _PERSON_VERBS = lexicon.words(
     "joined works worked met called"
 )
 _LIST_RE = re.compile(r"(?:[A-Z][^\W\d_]+(?:['’-][^\W\d_]+)*, ){2,}[A-Z][^\W\d_]+(?:, | and )[A-Z][^\W\d_]+")
+_WORD_START = re.compile(r"(?<!\S)\S")  # the first character of every run of non-space (of every \S+ match)
+_OPENERS = " \t\"'“‘(>"  # spaces, quotes and brackets, skipped when looking back for the end of a sentence
 
 
 @dataclass(slots=True)
@@ -110,13 +113,18 @@ class _Token:
 
 def _tokens(text: str) -> list[_Token]:
     out = []
+    previous_end = 0  # where the previous match ended: its last character (a letter or ".") is never skipped
     for m in _TOKEN.finditer(text):
         word = m.group()
         if word[-2:] in ("'s", "’s"):
             word = word[:-2]
         core = word[:-1] if word.endswith(".") else word
-        before = text[: m.start()].rstrip(" \t\"'“‘(>")
-        sentence_start = not before or before[-1] in ".!?:\n;"
+        # The character before the word, quotes and spaces skipped: only the gap since the previous match is
+        # looked at (copying all the text before every word made long texts quadratic).
+        gap = text[previous_end : m.start()].rstrip(_OPENERS)
+        before = gap[-1] if gap else text[previous_end - 1] if previous_end else ""
+        sentence_start = not before or before in ".!?:\n;"
+        previous_end = m.end()
         end = m.start() + len(word)
         # A trailing dot belongs to abbreviations and initials, not to the last word of a sentence.
         if word.endswith(".") and len(core) > 3 and core.casefold() not in _ORG_SUFFIXES:
@@ -142,6 +150,58 @@ def _same_length_lower(text: str) -> str:
     if len(folded) == len(text):
         return folded
     return "".join(f if len(f := c.casefold()) == 1 else c for c in text)
+
+
+def _shouting(line: str) -> bool:
+    """Whether ``line`` is written in capitals: more than 12 letters, over 80% of them upper case."""
+    letters = "".join(filter(str.isalpha, line))
+    return len(letters) > 12 and sum(map(str.isupper, letters)) > 0.8 * len(letters)
+
+
+def _title_case(line: str) -> bool:
+    """Whether ``line`` is a headline or a list of titles: 4 or more words, 70% or more of them capitalised."""
+    initials = "".join(filter(str.isalpha, _WORD_START.findall(line)))  # of the words that begin with a letter
+    if len(initials) < 4:
+        return False
+    return sum(map(str.isupper, initials)) >= 0.7 * len(initials)
+
+
+class _Lines:
+    """What is true of each line of one text, worked out once per line when first asked.
+
+    Every candidate word asks about its line; on a text that is one long line, scanning the line each time
+    made the recognizer quadratic. One instance per :meth:`EnglishEntityRecognizer.find` call (the recognizer
+    itself is shared between threads).
+    """
+
+    __slots__ = ("_breaks", "_shouting", "_text", "_title_case")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._breaks: list[int] | None = None  # offsets of the newlines, found on first use
+        self._shouting: dict[int, bool] = {}
+        self._title_case: dict[int, bool] = {}
+
+    def _line(self, position: int) -> tuple[int, int, int]:
+        """(number, start, end) of the line holding ``position``, as ``rfind``/``find`` of newlines would give."""
+        if self._breaks is None:
+            self._breaks = [m.start() for m in re.finditer("\n", self._text)]
+        k = bisect_left(self._breaks, position)
+        start = self._breaks[k - 1] + 1 if k else 0
+        end = self._breaks[k] if k < len(self._breaks) else len(self._text)
+        return k, start, end
+
+    def shouting(self, position: int) -> bool:
+        k, start, end = self._line(position)
+        if k not in self._shouting:
+            self._shouting[k] = _shouting(self._text[start:end])
+        return self._shouting[k]
+
+    def title_case(self, position: int) -> bool:
+        k, start, end = self._line(position)
+        if k not in self._title_case:
+            self._title_case[k] = _title_case(self._text[start:end])
+        return self._title_case[k]
 
 
 def _automaton(words: frozenset[str]) -> ahocorasick.Automaton:
@@ -301,7 +361,7 @@ class EnglishEntityRecognizer(Recognizer):
             return 0.45 if tok.key not in self._common else 0.2
         return 0.0
 
-    def _proper_noun(self, text: str, tokens: list[_Token], i: int, j: int) -> bool:
+    def _proper_noun(self, text: str, lines: _Lines, tokens: list[_Token], i: int, j: int) -> bool:
         """An unknown capitalised run that reads as a name: not a common word, not an all-caps acronym."""
         first = tokens[i]
         if any(
@@ -310,28 +370,12 @@ class EnglishEntityRecognizer(Recognizer):
             return False
         if first.upper and j - i == 1:
             return False
-        if self._title_case_line(text, first.start):
+        if lines.title_case(first.start):
             return False  # a headline or a list of genres, where every word is capitalised
         if not first.sentence_start:
             return True
         follower = tokens[j].key if j < len(tokens) else ""
         return follower in _PERSON_VERBS or text[tokens[j - 1].end : tokens[j - 1].end + 2] in ("'s", "’s")
-
-    @staticmethod
-    def _shouting(text: str, position: int) -> bool:
-        start = text.rfind("\n", 0, position) + 1
-        end = text.find("\n", position)
-        letters = [c for c in text[start : len(text) if end < 0 else end] if c.isalpha()]
-        return len(letters) > 12 and sum(c.isupper() for c in letters) > 0.8 * len(letters)
-
-    @staticmethod
-    def _title_case_line(text: str, position: int) -> bool:
-        start = text.rfind("\n", 0, position) + 1
-        end = text.find("\n", position)
-        words = [w for w in re.findall(r"\S+", text[start : len(text) if end < 0 else end]) if w[0].isalpha()]
-        if len(words) < 4:
-            return False
-        return sum(w[0].isupper() for w in words) >= 0.7 * len(words)
 
     def _speakers_and_name_lines(self, text: str) -> list[Finding]:
         """Dialogue speakers ("Vinka: What a wife.") and lines that hold only a name (letter heads, forms)."""
@@ -340,7 +384,8 @@ class EnglishEntityRecognizer(Recognizer):
             key = m.group(1).casefold()
             if key in self._common or key in _NOT_NAMES or m.group(1).isupper():
                 continue
-            rest = text[m.end() : text.find("\n", m.end()) if "\n" in text[m.end() :] else len(text)].strip()
+            line_end = text.find("\n", m.end())  # not a copy of the rest of the text per speaker
+            rest = text[m.end() : line_end if line_end >= 0 else len(text)].strip()
             if key in self._first or key in self._last or rest[:1] in "\"“'" or rest[-1:] in '.?!"”':
                 out.append(Finding(t.PERSON, m.start(1), m.end(1), 0.5, self.name))
         for m in _NAME_LINE.finditer(text):
@@ -377,7 +422,7 @@ class EnglishEntityRecognizer(Recognizer):
             return tok.cap and tok.key in self._first and not tok.sentence_start and tok.key not in _NOT_NAMES
         return not (tok.text == "I" and tok.sentence_start)
 
-    def _people(self, text: str, lower: str, tokens: list[_Token], caseless: bool) -> list[Finding]:
+    def _people(self, text: str, lower: str, lines: _Lines, tokens: list[_Token], caseless: bool) -> list[Finding]:
         out = []
         i = 0
         n = len(tokens)
@@ -429,15 +474,15 @@ class EnglishEntityRecognizer(Recognizer):
             solid = sum(1 for x, sc in zip(run, scores, strict=True) if sc and x.key not in self._common)
             if strong:
                 score = 0.85
-            elif (known and not solid) or (run[0].upper and self._shouting(text, run[0].start)):
+            elif (known and not solid) or (run[0].upper and lines.shouting(run[0].start)):
                 score = 0.0  # only everyday words ("My", "Will") or a capitalised shout vouch for it
-            elif not solid and self._title_case_line(text, start):
+            elif not solid and lines.title_case(start):
                 score = 0.0
             elif len(run) >= 2 and known >= 1:
                 score = 0.85 if known >= 2 else 0.7
             elif known:
                 score = max(scores)
-            elif self._proper_noun(text, tokens, i, j):
+            elif self._proper_noun(text, lines, tokens, i, j):
                 score = 0.3 if len(run) == 1 else 0.5
             else:
                 score = 0.0
@@ -450,7 +495,7 @@ class EnglishEntityRecognizer(Recognizer):
             i = j
         return out
 
-    def _organisations(self, text: str, lower: str, tokens: list[_Token]) -> list[Finding]:
+    def _organisations(self, text: str, lower: str, lines: _Lines, tokens: list[_Token]) -> list[Finding]:
         out = []
         n = len(tokens)
         for i, tok in enumerate(tokens):
@@ -491,7 +536,7 @@ class EnglishEntityRecognizer(Recognizer):
                 continue
             if not _context(lower, tok.start, tok.start, _EMPLOYER_CONTEXT, before=12):
                 continue
-            if self._shouting(text, tok.start) or self._title_case_line(text, tok.start):
+            if lines.shouting(tok.start) or lines.title_case(tok.start):
                 continue
             j = i
             while j + 1 < n and tokens[j + 1].cap and text[tokens[j].end : tokens[j + 1].start] == " ":
@@ -524,14 +569,15 @@ class EnglishEntityRecognizer(Recognizer):
     def find(self, text: str, language: str) -> list[Finding]:
         lower = _same_length_lower(text)
         tokens = _tokens(text)
+        lines = _Lines(text)
         # In a document written all in lower case, capitals say nothing: known names count without them.
-        uppers = sum(c.isupper() for c in text)
-        caseless = uppers * 50 < sum(c.isalpha() for c in text)
+        uppers = sum(map(str.isupper, text))
+        caseless = uppers * 50 < sum(map(str.isalpha, text))
         return [
-            *self._people(text, lower, tokens, caseless),
+            *self._people(text, lower, lines, tokens, caseless),
             *self._speakers_and_name_lines(text),
             *self._places_found(text, lower),
-            *self._organisations(text, lower, tokens),
+            *self._organisations(text, lower, lines, tokens),
             *self._jobs_found(text, lower),
             *self._context_places(text, lower, tokens),
             *self._lists(text),

@@ -38,6 +38,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pii.py --json
 	test -x build/flower-venv/bin/python || $(BIN)/python benchmarks/fl_sim.py --setup-flower
 	$(BIN)/python benchmarks/fl_sim.py --json
+	$(BIN)/python benchmarks/secagg.py --json
+	$(BIN)/python benchmarks/secagg_ckks.py --json
+	$(BIN)/python benchmarks/gateway.py --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -31,7 +31,7 @@ ROUNDS, KILL_AFTER = 4, 2
 EPSILON, DELTA = 8.0, 1e-5  # each hospital's whole contribution, against the server itself
 CLIP = 0.5
 TENANT, DATASET = "hospitals", "federated-patients"
-MIN_ACCURACY = 0.9  # the plain logistic regression of stage 4 reaches about 0.97 on these 143 patients
+MIN_ACCURACY = 0.85  # plain: about 0.97; with the (unseeded) DP noise 0.90-0.97 measured over runs
 
 
 def _write_tables(ctx: DemoContext) -> dict[str, object]:

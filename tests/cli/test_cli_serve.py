@@ -43,6 +43,8 @@ def _certificate(folder: Path) -> tuple[Path, Path]:
 
 def test_admin_serve_over_tls_and_audit_verify(home: Path, master: str, tmp_path: Path) -> None:  # noqa: F811
     env = {"PRIVET_MASTER_KEY": master}
+    roles = json.loads(run(home, "admin", "roles", "--json").stdout)["roles"]
+    assert roles["auditor"] == ["audit.read", "dashboard"] and "dp.query" not in roles["consumer"]
     run(home, "admin", "tenants", "create", "north", "--json", **env)
     issued = json.loads(run(home, "admin", "keys", "create", "--tenant", "north", "--role", "auditor", "--json",
                             **env).stdout)  # fmt: skip

@@ -183,3 +183,34 @@ def test_a_tampered_artifact_is_refused_and_bad_inputs_are_one_line_errors(serve
     assert client.post("/v1/predict/toy", json={"inputs": "x"}, headers=headers).status_code == 422
     assert client.get("/healthz").json() == {"status": "ok"}
     assert "privet_requests_total" in client.get("/metrics").text
+
+
+def test_the_scale_out_setup_postgresql_and_redis(pg_url: str, master_key: object, tmp_path: Path,
+                                                  upstream: str) -> None:  # fmt: skip
+    """The same gateway on PostgreSQL with its limits in Redis (what several workers or hosts share)."""
+    from privet.serve.limits import RedisLimiter
+
+    with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+        pass
+    store = Store.open(pg_url)
+    try:
+        keyring = Keyring.initialize(store, master_key)  # type: ignore[arg-type]
+        registry = Registry(store, tmp_path / "registry")
+        _register(registry, keyring, tmp_path / "toy", "toy")
+        keys = ApiKeys(store, keyring)
+        keys.create_tenant("north")
+        token = keys.issue("north", "admin", limits=Limits(budget_queries=2, budget_window=3600)).token
+        settings = GatewaySettings(upstream=upstream, redis_url="redis://127.0.0.1:6379/15")
+        gateway = Gateway(store, keyring, registry, settings)
+        assert isinstance(gateway.limiter, RedisLimiter)
+        headers = {"Authorization": f"Bearer {token}"}
+        with TestClient(create_app(gateway)) as client:
+            body = {"inputs": [[0.0, 0.0, 0.0, 0.0]]}
+            statuses = [client.post("/v1/predict/toy", json=body, headers=headers).status_code for _ in range(3)]
+            chat = {"model": "s", "messages": [{"role": "user", "content": "Call Alice Smith"}]}
+            assert client.post("/v1/chat/completions", json=chat, headers=headers).status_code == 200
+            assert statuses == [200, 200, 429]  # the budget is counted in Redis
+        gateway.chain.checkpoint()
+        assert verify(store, keyring).ok and verify(store, keyring).records == 4
+    finally:
+        store.close()

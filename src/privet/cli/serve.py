@@ -16,12 +16,28 @@ if TYPE_CHECKING:
     from privet.serve.keys import ApiKeys
     from privet.workspace import Workspace
 
-admin = typer.Typer(help="Gateway tenants and API keys.", no_args_is_help=True)
+admin = typer.Typer(help="Gateway tenants, API keys and roles.", no_args_is_help=True)
 tenants = typer.Typer(help="Tenants: organisations a gateway serves, isolated from each other.", no_args_is_help=True)
 keys = typer.Typer(help="API keys: issued once, stored as keyed digests.", no_args_is_help=True)
 admin.add_typer(tenants, name="tenants")
 admin.add_typer(keys, name="keys")
 audit = typer.Typer(help="The gateway's tamper-evident audit chain.", no_args_is_help=True)
+
+
+@admin.command("roles")
+def roles(as_json: JsonOption = False) -> None:
+    """The roles a key can have and the actions each allows (keys take one role, and optionally model scopes)."""
+    from privet.serve.access import ALLOWED
+
+    table = {role.value: sorted(action.value for action in actions) for role, actions in ALLOWED.items()}
+
+    def render() -> None:
+        grid = Table("role", "allowed actions")
+        for role, actions in table.items():
+            grid.add_row(role, ", ".join(actions))
+        stdout.print(grid)
+
+    emit({"roles": table}, as_json, render)
 
 
 def serve(

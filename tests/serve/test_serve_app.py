@@ -6,15 +6,12 @@ from __future__ import annotations
 import itertools
 import json
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-import uvicorn
 from fastapi.testclient import TestClient
 
 from privet.crypto import Keyring
@@ -23,6 +20,7 @@ from privet.models.reference import ModelSpec, save_weights
 from privet.models.registry import Registry
 from privet.serve.access import ALLOWED, Action, Role
 from privet.serve.app import create_app
+from privet.serve.background import running
 from privet.serve.chain import verify
 from privet.serve.gateway import Gateway
 from privet.serve.keys import ApiKeys
@@ -34,25 +32,11 @@ from privet.store import Store
 TENANTS = ("north", "south")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
     """The stand-in chat upstream on a real loopback port."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(standin_app(chunk=3), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(10)
+    with running(standin_app(chunk=3)) as url:
+        yield f"{url}/v1"
 
 
 def _register(registry: Registry, keyring: Keyring, directory: Path, name: str) -> None:

@@ -8,8 +8,6 @@ import asyncio
 import json
 import re
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +19,6 @@ import httpx
 import pandas as pd
 import pytest
 import torch
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
@@ -32,6 +29,7 @@ from privet.models.registry import Registry
 from privet.serve import dashboard
 from privet.serve.access import Principal, Role
 from privet.serve.app import create_app
+from privet.serve.background import running
 from privet.serve.dashboard import AUDIT_RECORDS, gather
 from privet.serve.gateway import Gateway
 from privet.serve.keys import ApiKeys
@@ -260,30 +258,13 @@ def test_the_page_is_static_self_contained_and_unaudited(setup: Setup, client: T
 # -- the page in headless Chromium --------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def live(setup: Setup) -> Iterator[str]:
     """The gateway on a real loopback port (uvicorn in a thread), with some traffic of both tenants."""
-    port = _free_port()
-    config = uvicorn.Config(create_app(setup.gateway), host="127.0.0.1", port=port, log_level="error")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the gateway did not start"
-    base = f"http://127.0.0.1:{port}"
-    with httpx.Client(base_url=base, timeout=30) as http:
-        _traffic(http, setup.tokens)
-    yield base
-    server.should_exit = True
-    thread.join(10)
+    with running(create_app(setup.gateway)) as base:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            _traffic(http, setup.tokens)
+        yield base
 
 
 @pytest.fixture

@@ -14,13 +14,9 @@ could not hold, a subnormal epsilon, and validation errors that echoed keys the 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import secrets
-import socket
-import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +27,6 @@ import pytest
 import requests
 import schemathesis
 import torch
-import uvicorn
 from hypothesis import HealthCheck, settings
 from sqlalchemy import func, select
 
@@ -40,6 +35,7 @@ from privet.dp.ledger import Ledger
 from privet.models.reference import ModelSpec, save_weights
 from privet.models.registry import Registry
 from privet.serve.app import create_app
+from privet.serve.background import running
 from privet.serve.gateway import Gateway
 from privet.serve.keys import ApiKeys
 from privet.serve.settings import GatewaySettings
@@ -61,38 +57,6 @@ CANARY_TEXT = f"Hi, I am {CANARY_NAME}, email {CANARY_EMAIL}, phone {CANARY_PHON
 DP_SQL = ("SELECT COUNT(*) FROM t", "SELECT AVG(cost) FROM t", "SELECT age, SUM(cost) FROM t GROUP BY age")
 UNAUDITED = {("/healthz", 200), ("/metrics", 200)}  # the service routes answer without an audit record
 CHAT, PREDICT, DESENSITIZE, DP_QUERY = "/v1/chat/completions", "/v1/predict/{model}", "/v1/desensitize", "/v1/dp/query"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _serve(app: Any) -> Iterator[str]:
-    """``app`` served by uvicorn in a thread on a free loopback port; its base URL.
-
-    Quiet below critical: on CPython 3.11 a traceback the server thread logs while pytest formats another one in
-    the main thread can crash pytest ("AST constructor recursion depth mismatch", CPython gh-106905); a server
-    error still fails the test that received it, with a curl line to reproduce it. Keep-alive outlives the run:
-    with uvicorn's 5 s, a pooled connection is now and then closed just as a client sends on it."""
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", access_log=False, lifespan="on",
-                            timeout_keep_alive=300)  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 @dataclass
@@ -173,13 +137,13 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     Ledger(store).create("north", "visits", 1000.0, 1e-3)
     upstream_key = "sk-upstream-" + secrets.token_urlsafe(24)
     recorder = Recorder(standin_app(chunk=5))
-    with pytest.MonkeyPatch.context() as patch, _serve(recorder) as upstream:
+    with pytest.MonkeyPatch.context() as patch, running(recorder) as upstream:
         patch.setenv(UPSTREAM_KEY_ENV, upstream_key)
         settings_ = GatewaySettings(upstream=f"{upstream}/v1", upstream_key_env=UPSTREAM_KEY_ENV, upstream_timeout=20,
                                     datasets={"north/visits": visits}, models=["toy"])  # fmt: skip
         gateway = Gateway(store, keyring, registry, settings_)
         key_secrets = [token.split("_", 2)[2] for token in tokens.values()]
-        with _serve(create_app(gateway)) as base:
+        with running(create_app(gateway)) as base:
             secrets_ = [*set(tokens.values()), *set(key_secrets), upstream_key]
             yield Fuzzed(base, db, store, recorder, tokens, upstream_key, secrets_)
     store.close()

@@ -12,12 +12,10 @@ verbatim, never restored into anyone's value. Upstream, no personal value and no
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import re
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -27,7 +25,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -36,6 +33,7 @@ from privet.crypto.keyring import Keyring
 from privet.desensitize.vault import TOKEN_PATTERN
 from privet.models.registry import Registry
 from privet.serve.app import create_app
+from privet.serve.background import running
 from privet.serve.gateway import Gateway
 from privet.serve.keys import ApiKeys
 from privet.serve.settings import GatewaySettings
@@ -60,37 +58,6 @@ LAST = ("Abbott", "Bergstrom", "Castellano", "Dubois", "Eriksen", "Fontaine", "G
         "Schneider", "Takahashi", "Umarov", "Valdez", "Whitfield", "Yamamoto", "Zielinski")  # fmt: skip
 # One person every session seeds twice: its tokens show whether sessions and tenants are linkable upstream.
 SHARED = ("Maria Gonzalez", "maria.gonzalez@example.org", "+1 415 555 9999")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _serve(app: Any) -> Iterator[str]:
-    """``app`` served by uvicorn in a thread on a free loopback port; its base URL.
-
-    Keep-alive outlives the test: with uvicorn's default 5 s, now and then a pooled connection is closed by the
-    server just as a client sends on it, and that request fails with a ReadError (an HTTP/1.1 race, not the
-    gateway's doing). Quiet below critical: see test_serve_fuzz."""
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", access_log=False, lifespan="on",
-                            timeout_keep_alive=300)  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 @dataclass
@@ -160,10 +127,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         keys.create_tenant(tenant)
         tokens[tenant] = keys.issue(tenant, "consumer").token
     recorder = Recorder(standin_app(chunk=4))  # 4 characters an event: every token is split across events
-    with _serve(recorder) as upstream:
+    with running(recorder) as upstream:
         settings = GatewaySettings(upstream=f"{upstream}/v1", upstream_timeout=60)
         gateway = Gateway(store, keyring, Registry(store, root / "registry"), settings)
-        with _serve(create_app(gateway)) as base:
+        with running(create_app(gateway)) as base:
             seen: dict[tuple[str, str], list[list[str]]] = {}
             for (tenant, session), stream in itertools.product(itertools.product(TENANTS, SESSIONS), (False, True)):
                 before = len(recorder.bodies)
@@ -314,7 +281,10 @@ def test_no_restoration_crosses_a_tenant_or_session_under_concurrent_load(served
 def test_an_unreachable_upstream_is_a_502_and_audited(sqlite_store: Store, keyring: Keyring, tmp_path: Path) -> None:
     """With nothing listening at the upstream's address, chat answers a JSON 502 (streamed or not), audited: a
     connection the upstream refuses or drops under load must not become an unaudited plain-text 500."""
-    settings = GatewaySettings(upstream=f"http://127.0.0.1:{_free_port()}/v1", upstream_timeout=5)
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    settings = GatewaySettings(upstream=f"http://127.0.0.1:{closed}/v1", upstream_timeout=5)
     gateway = Gateway(sqlite_store, keyring, Registry(sqlite_store, tmp_path / "registry"), settings)
     keys = ApiKeys(sqlite_store, keyring)
     keys.create_tenant("north")

@@ -7,9 +7,9 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
 
 from privet.errors import PrivetError
 
@@ -17,12 +17,17 @@ __all__ = ["running"]
 
 
 @contextlib.contextmanager
-def running(app: FastAPI, *, host: str = "127.0.0.1", start_timeout: float = 60.0) -> Iterator[str]:
-    """Serve ``app`` on a free port of ``host`` until the block ends; yields its base URL."""
+def running(app: Any, *, host: str = "127.0.0.1", start_timeout: float = 60.0) -> Iterator[str]:
+    """Serve ``app`` on a free port of ``host`` until the block ends; yields its base URL.
+
+    Keep-alive outlives the block: with uvicorn's 5 s, a pooled connection is now and then closed just as a client
+    sends on it. Logging only at critical: on CPython 3.11 a traceback the server thread logs while the main thread
+    formats another can crash the interpreter's AST checks (gh-106905); the gateway reports its own errors."""
     with socket.socket() as probe:
         probe.bind((host, 0))
         port = int(probe.getsockname()[1])
-    config = uvicorn.Config(app, host=host, port=port, log_level="error", access_log=False, lifespan="on")
+    config = uvicorn.Config(app, host=host, port=port, log_level="critical", access_log=False, lifespan="on",
+                            timeout_keep_alive=300)  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"serve-{port}", daemon=True)
     thread.start()
